@@ -1,0 +1,161 @@
+"""Static analysis: every layer's output shape, parameters, buffers, MACs, activation memory and
+receptive field, computed from the spec alone (no torch).
+
+Conventions (tested, and stated in the README):
+- shapes exclude the batch: [C, H, W] or [F];
+- params = what ``sum(p.numel() for p in module.parameters())`` gives; BatchNorm running statistics
+  are buffers, counted separately;
+- MACs = multiply-accumulates of conv2d and linear at batch 1, bias adds not counted (torchvision's
+  published figures; ``torch.utils.flop_counter`` reports 2x this, torchinfo adds bias and BN terms);
+- activation memory = output elements x 4 bytes (float32) at batch 1;
+- receptive field per Araujo et al. (size, jump, start), the union where paths merge, null once the
+  output is a vector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import Diagnostic, LayerError, SpecError
+from .graph import MODEL_INPUT
+from .layers.base import ReceptiveField, Shape, prod
+from .spec import Node, Spec
+
+BYTES_PER_ELEMENT = 4  # float32
+
+
+@dataclass
+class LayerReport:
+    name: str
+    type: str
+    inputs: list[str]
+    input_shapes: list[Shape]
+    output_shape: Shape
+    params: int
+    trainable_params: int
+    buffers: int
+    macs: int
+    activation_bytes: int
+    receptive_field: ReceptiveField | None
+    node: Node = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "inputs": list(self.inputs),
+            "output_shape": list(self.output_shape),
+            "params": self.params,
+            "trainable_params": self.trainable_params,
+            "non_trainable_params": self.params - self.trainable_params,
+            "buffers": self.buffers,
+            "macs": self.macs,
+            "activation_bytes": self.activation_bytes,
+            "receptive_field": self.receptive_field.to_dict() if self.receptive_field else None,
+        }
+
+
+@dataclass
+class Analysis:
+    spec: Spec
+    layers: list[LayerReport]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def input_shape(self) -> Shape:
+        return self.spec.input.shape
+
+    @property
+    def output_shape(self) -> Shape:
+        return self.layers[-1].output_shape
+
+    def totals(self) -> dict[str, int]:
+        params = sum(r.params for r in self.layers)
+        trainable = sum(r.trainable_params for r in self.layers)
+        return {
+            "params": params,
+            "trainable_params": trainable,
+            "non_trainable_params": params - trainable,
+            "buffers": sum(r.buffers for r in self.layers),
+            "macs": sum(r.macs for r in self.layers),
+            "activation_bytes": sum(r.activation_bytes for r in self.layers),
+            "input_bytes": prod(self.input_shape) * BYTES_PER_ELEMENT,
+            "param_bytes": params * BYTES_PER_ELEMENT,
+        }
+
+    def layer(self, name: str) -> LayerReport:
+        for report in self.layers:
+            if report.name == name:
+                return report
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON report (contract: name, input_shape, layers[...], totals{params, macs})."""
+        return {
+            "name": self.name,
+            "input_shape": list(self.input_shape),
+            "output_shape": list(self.output_shape),
+            "layers": [r.to_dict() for r in self.layers],
+            "totals": self.totals(),
+        }
+
+
+def analyze(spec: Spec) -> Analysis:
+    """Run every layer's rules in execution order; raise SpecError with each located problem.
+    A failing layer stops only the layers that depend on it, so independent problems are all
+    reported."""
+    shapes: dict[str, Shape | None] = {MODEL_INPUT: spec.input.shape}
+    fields: dict[str, ReceptiveField | None] = {MODEL_INPUT: ReceptiveField.identity()}
+    reports: list[LayerReport] = []
+    diagnostics: list[Diagnostic] = []
+    for node in spec.nodes:
+        inputs = [shapes.get(name) for name in node.inputs]
+        if any(shape is None for shape in inputs):
+            shapes[node.name] = None
+            continue
+        try:
+            report = _analyze_node(node, inputs, [fields[name] for name in node.inputs])
+        except LayerError as error:
+            diagnostics.append(_locate(error, node, spec))
+            shapes[node.name] = None
+            continue
+        shapes[node.name] = report.output_shape
+        fields[node.name] = report.receptive_field
+        reports.append(report)
+    if diagnostics:
+        raise SpecError(diagnostics, spec.text)
+    return Analysis(spec, reports)
+
+
+def _analyze_node(node: Node, shapes: list[Shape], fields: list[ReceptiveField | None]) -> LayerReport:
+    layer = node.layer
+    layer.check_inputs(shapes, node.inputs)
+    out = layer.output_shape(shapes)
+    params = layer.params(shapes)
+    field_ = None
+    if len(out) == 3 and all(f is not None for f in fields):
+        field_ = layer.receptive_field(fields, shapes, out)
+    return LayerReport(
+        name=node.name, type=layer.type, inputs=list(node.inputs), input_shapes=shapes, output_shape=out,
+        params=params, trainable_params=params if layer.trainable else 0, buffers=layer.buffers(shapes),
+        macs=layer.macs(shapes, out), activation_bytes=prod(out) * BYTES_PER_ELEMENT,
+        receptive_field=field_, node=node,
+    )
+
+
+def _locate(error: LayerError, node: Node, spec: Spec) -> Diagnostic:
+    document = spec.document
+    if error.field and error.field in node.field_origins:
+        where = document.locate(node.field_origins[error.field])
+    elif error.field:
+        where = document.locate(node.origin + (error.field,))
+    else:
+        where = document.locate(node.origin)
+    return Diagnostic(
+        f"{node.layer.type} layer '{node.name}': {error.message}", where, expected=error.expected,
+        received=error.received, hint=error.hint, note=node.note,
+    )

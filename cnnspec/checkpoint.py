@@ -1,0 +1,92 @@
+"""Checkpoints: written atomically, loaded safely, tied to the exact spec text.
+
+A checkpoint is a plain dict saved with ``torch.save`` and read back with
+``torch.load(weights_only=True)`` (no pickle of arbitrary objects). Keys (contract, version 1):
+
+    format            "cnnspec-checkpoint/1"
+    cnnspec_version   str
+    spec_name         str
+    spec_text         str   the exact spec file text
+    spec_hash         str   sha256 of spec_text
+    model             state_dict
+    optimizer         optimizer state_dict or None
+    scheduler         scheduler state_dict or None
+    epoch             int   epochs completed
+    rng               dict  {"torch": ByteTensor, "python": tuple, "numpy": ByteTensor-encoded or None}
+    metrics           list of per-epoch metric dicts (as in metrics.jsonl)
+    best_eval_accuracy float or None
+    dataset           {"name": str, "mean": [float], "std": [float], "labels": [str], "input_shape": [C, H, W]}
+    train_config      dict of the resolved training options
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .errors import CnnspecError
+
+FORMAT = "cnnspec-checkpoint/1"
+
+
+class CheckpointError(CnnspecError):
+    """A checkpoint is missing, corrupt, not a cnnspec checkpoint, or from another spec."""
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``: readers see
+    the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Serialise ``payload`` (see the module docstring) and write it atomically."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **payload}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; raise CheckpointError with a clear message."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} is not a readable checkpoint ({first})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a cnnspec checkpoint (no '{FORMAT}' format marker)")
+    return payload
+
+
+def check_spec(payload: dict[str, Any], spec: Any, path: str | Path = "checkpoint") -> None:
+    """Refuse a checkpoint whose spec hash differs from ``spec``'s."""
+    if payload.get("spec_hash") != spec.hash:
+        raise CheckpointError(
+            f"{path} was trained from a different spec ('{payload.get('spec_name')}', hash "
+            f"{str(payload.get('spec_hash'))[:12]}) than {spec.file} (hash {spec.hash[:12]}); "
+            "use the spec the checkpoint was trained with, or start a new run"
+        )

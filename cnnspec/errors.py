@@ -1,0 +1,110 @@
+"""Typed, located errors: the one channel through which cnnspec tells a user what is wrong.
+
+Library code raises these; the CLI renders them as ``path:line:col: error: message`` with the
+source line and a caret, then exits 1. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+
+@dataclass(frozen=True)
+class Location:
+    """A 1-based place in a source file."""
+
+    file: str
+    line: int
+    col: int
+
+
+@dataclass
+class Diagnostic:
+    """One problem: what is wrong, where, what was expected, what was received, what to do."""
+
+    message: str
+    location: Location | None = None
+    expected: str | None = None
+    received: str | None = None
+    hint: str | None = None
+    note: str | None = None
+
+    def render(self, source_lines: Sequence[str] | None = None) -> str:
+        """The compiler-style text: header, source line with caret, then the details."""
+        where = self.location
+        head = f"{where.file}:{where.line}:{where.col}: " if where else ""
+        lines = [f"{head}error: {self.message}"]
+        if where and source_lines and 0 < where.line <= len(source_lines):
+            text = source_lines[where.line - 1].rstrip("\n")
+            gutter = f"{where.line:>5} | "
+            lines.append(gutter + text)
+            lines.append(" " * (len(gutter) - 2) + "| " + " " * (where.col - 1) + "^")
+        for label, value in (
+            ("expected", self.expected),
+            ("received", self.received),
+            ("hint", self.hint),
+            ("note", self.note),
+        ):
+            if value:
+                lines.append(f"  {label}: {value}")
+        return "\n".join(lines)
+
+
+class CnnspecError(Exception):
+    """Base class of every error cnnspec reports to a user (never shown as a traceback)."""
+
+
+class SpecError(CnnspecError):
+    """A spec file is invalid; carries every independent diagnostic found in one pass."""
+
+    def __init__(self, diagnostics: Iterable[Diagnostic], source_text: str | None = None):
+        self.diagnostics = list(diagnostics)
+        self.source_text = source_text
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        lines = self.source_text.splitlines() if self.source_text is not None else None
+        body = "\n".join(d.render(lines) for d in self.diagnostics)
+        count = len(self.diagnostics)
+        if count > 1:
+            body += f"\n{count} errors"
+        return body
+
+
+class LayerError(CnnspecError):
+    """Raised by a layer's shape rule; the analyzer adds the location of the offending field."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        expected: str | None = None,
+        received: str | None = None,
+        hint: str | None = None,
+    ):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.expected = expected
+        self.received = received
+        self.hint = hint
+
+
+@dataclass
+class UsageError(CnnspecError):
+    """A command-line or file problem that is not about a spec's content."""
+
+    message: str
+    hints: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return "\n".join([self.message, *(f"  hint: {h}" for h in self.hints)])
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    """Suggest the closest known name, the way click's NoSuchOption does (difflib)."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None

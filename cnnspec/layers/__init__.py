@@ -1,0 +1,33 @@
+"""The layer registry: type name -> layer class. Adding a layer type is one class plus one line here."""
+
+from __future__ import annotations
+
+from .activation import GELU, LeakyReLU, ReLU, ReLU6, SiLU, Sigmoid, Softmax, Tanh
+from .base import Layer, ReceptiveField, Shape
+from .conv import Conv2d
+from .linear import Linear
+from .merge import Add, Concat
+from .norm import BatchNorm2d
+from .pooling import AdaptiveAvgPool2d, AvgPool2d, GlobalAvgPool, MaxPool2d
+from .shape import Dropout, Dropout2d, Flatten, Identity
+
+LAYER_TYPES: dict[str, type[Layer]] = {}
+
+
+def register(cls: type[Layer]) -> type[Layer]:
+    """Enrol a layer class under its ``type``; a duplicate name is a programming error."""
+    name = cls.model_fields["type"].default
+    if name in LAYER_TYPES:
+        raise ValueError(f"layer type {name!r} is registered twice")
+    LAYER_TYPES[name] = cls
+    return cls
+
+
+for _cls in (
+    Conv2d, Linear, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, GlobalAvgPool, BatchNorm2d,
+    Dropout, Dropout2d, ReLU, ReLU6, LeakyReLU, Sigmoid, Tanh, GELU, SiLU, Softmax,
+    Flatten, Identity, Add, Concat,
+):
+    register(_cls)
+
+__all__ = ["LAYER_TYPES", "Layer", "ReceptiveField", "Shape", "register"]

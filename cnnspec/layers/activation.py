@@ -1,0 +1,99 @@
+"""Pointwise activations. Each keeps the shape and the receptive field of its input."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from .base import Layer, Shape
+
+
+class ReLU(Layer):
+    """max(0, x)."""
+
+    type: Literal["relu"] = "relu"
+
+    def to_torch(self, shapes: list[Shape]) -> Any:
+        import torch.nn as nn
+
+        return nn.ReLU()
+
+
+class ReLU6(Layer):
+    """min(max(0, x), 6), as in MobileNet."""
+
+    type: Literal["relu6"] = "relu6"
+
+    def to_torch(self, shapes: list[Shape]) -> Any:
+        import torch.nn as nn
+
+        return nn.ReLU6()
+
+
+class LeakyReLU(Layer):
+    """x if x > 0 else negative_slope * x."""
+
+    type: Literal["leaky_relu"] = "leaky_relu"
+    negative_slope: float = Field(0.01, description="Slope for negative inputs.")
+
+    def to_torch(self, shapes: list[Shape]) -> Any:
+        import torch.nn as nn
+
+        return nn.LeakyReLU(self.negative_slope)
+
+
+class Sigmoid(Layer):
+    """1 / (1 + exp(-x))."""
+
+    type: Literal["sigmoid"] = "sigmoid"
+
+    def to_torch(self, shapes: list[Shape]) -> Any:
+        import torch.nn as nn
+
+        return nn.Sigmoid()
+
+
+class Tanh(Layer):
+    """Hyperbolic tangent."""
+
+    type: Literal["tanh"] = "tanh"
+
+    def to_torch(self, shapes: list[Shape]) -> Any:
+        import torch.nn as nn
+
+        return nn.Tanh()
+
+
+class GELU(Layer):
+    """Gaussian error linear unit."""
+
+    type: Literal["gelu"] = "gelu"
+    approximate: Literal["none", "tanh"] = Field("none", description="'tanh' uses the tanh approximation.")
+
+    def to_torch(self, shapes: list[Shape]) -> Any:
+        import torch.nn as nn
+
+        return nn.GELU(self.approximate)
+
+
+class SiLU(Layer):
+    """x * sigmoid(x) (swish)."""
+
+    type: Literal["silu"] = "silu"
+
+    def to_torch(self, shapes: list[Shape]) -> Any:
+        import torch.nn as nn
+
+        return nn.SiLU()
+
+
+class Softmax(Layer):
+    """exp(x) / sum(exp(x)) over the channel (feature) axis, dim 1 of the batched tensor."""
+
+    type: Literal["softmax"] = "softmax"
+
+    def to_torch(self, shapes: list[Shape]) -> Any:
+        import torch.nn as nn
+
+        return nn.Softmax(dim=1)

@@ -1,0 +1,102 @@
+"""conv2d: the convolution, with PyTorch's keyword names and output-size rule."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import Field
+
+from ..errors import LayerError
+from .base import NonNegativePair, Pair, PositiveInt, Shape, Window, Windowed, fmt, pair
+
+
+class Conv2d(Windowed):
+    """2-D convolution: C_out filters of (C_in/groups) x k_h x k_w slid over the input."""
+
+    type: Literal["conv2d"] = "conv2d"
+    in_channels: PositiveInt | None = Field(None, description="Optional; inferred from the input. If written it must match.")
+    out_channels: PositiveInt = Field(description="Number of filters (output channels).")
+    kernel_size: Pair = Field(description="Kernel size k or [k_h, k_w].")
+    stride: Pair = Field(1, description="Step between windows, s or [s_h, s_w].")
+    padding: NonNegativePair | Literal["valid", "same", "full"] = Field(
+        0, description="Zeros added per side: p, [p_h, p_w], 'valid' (0), 'same' (output = input, "
+        "stride 1 only; an even kernel pads the extra pixel at the bottom/right) or 'full' (d(k-1) per side).",
+    )
+    dilation: Pair = Field(1, description="Spacing between kernel taps, d or [d_h, d_w].")
+    groups: PositiveInt = Field(1, description="Channel groups; in and out channels must divide by it. groups = C_in is depthwise.")
+    bias: bool = Field(True, description="Add a learnable bias per output channel.")
+    padding_mode: Literal["zeros", "reflect", "replicate", "circular"] = Field(
+        "zeros", description="How padded pixels are filled (does not change shapes)."
+    )
+
+    def windows(self) -> tuple[Window, Window]:
+        result = []
+        for k, s, d, p in zip(pair(self.kernel_size), pair(self.stride), pair(self.dilation), self._pad_pairs()):
+            if self.padding in ("same", "full"):
+                total = d * (k - 1)
+                p = (total, total) if self.padding == "full" else (total // 2, total - total // 2)
+            result.append(Window(k, s, p[0], p[1], d))
+        return result[0], result[1]
+
+    def _pad_pairs(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        if isinstance(self.padding, str):
+            return (0, 0), (0, 0)
+        p_h, p_w = pair(self.padding)
+        return (p_h, p_h), (p_w, p_w)
+
+    def output_shape(self, shapes: list[Shape]) -> Shape:
+        channels = shapes[0][0]
+        self.check_declared("in_channels", self.in_channels, channels)
+        for what, count in (("in_channels", channels), ("out_channels", self.out_channels)):
+            if count % self.groups:
+                common = math.gcd(channels, self.out_channels)
+                working = [str(g) for g in range(1, common + 1) if common % g == 0]
+                raise LayerError(
+                    f"groups={self.groups} does not divide {what}={count}",
+                    field="groups",
+                    expected=f"groups dividing both in_channels ({channels}) and out_channels ({self.out_channels})",
+                    received=f"groups={self.groups}, in_channels={channels}, out_channels={self.out_channels}",
+                    hint="groups that work here: " + ", ".join(working[-6:]),
+                )
+        if self.padding == "same" and pair(self.stride) != (1, 1):
+            raise LayerError(
+                "padding 'same' needs stride 1 (PyTorch rejects it otherwise)",
+                field="padding", received=f"padding='same', stride={self.stride}",
+                hint="write the padding as a number, e.g. (kernel_size - 1) // 2",
+            )
+        return (self.out_channels, *self.spatial_output(shapes))
+
+    def params(self, shapes: list[Shape]) -> int:
+        k_h, k_w = pair(self.kernel_size)
+        weights = self.out_channels * (shapes[0][0] // self.groups) * k_h * k_w
+        return weights + (self.out_channels if self.bias else 0)
+
+    def macs(self, shapes: list[Shape], out: Shape) -> int:
+        k_h, k_w = pair(self.kernel_size)
+        return out[0] * out[1] * out[2] * (shapes[0][0] // self.groups) * k_h * k_w
+
+    def explain(self, shapes: list[Shape], out: Shape) -> list[str]:
+        channels = shapes[0][0]
+        k_h, k_w = pair(self.kernel_size)
+        group_text = f"({channels}/{self.groups})" if self.groups > 1 else str(channels)
+        bias = f" + {self.out_channels}" if self.bias else ""
+        return [
+            *self.explain_windows(shapes, out),
+            f"params = C_out * (C_in/groups) * k_h * k_w + bias = {self.out_channels} * {group_text} * "
+            f"{k_h} * {k_w}{bias} = {fmt(self.params(shapes))}",
+            f"MACs = C_out * H_out * W_out * (C_in/groups) * k_h * k_w = {out[0]} * {out[1]} * {out[2]} * "
+            f"{channels // self.groups} * {k_h} * {k_w} = {fmt(self.macs(shapes, out))}",
+        ]
+
+    def to_torch(self, shapes: list[Shape]) -> Any:
+        import torch.nn as nn
+
+        height, width = self.windows()
+        padding: Any = (height.pad_begin, width.pad_begin)
+        if (height.pad_begin, width.pad_begin) != (height.pad_end, width.pad_end):
+            padding = "same"  # only 'same' with an even kernel pads asymmetrically
+        return nn.Conv2d(
+            shapes[0][0], self.out_channels, pair(self.kernel_size), pair(self.stride), padding,
+            pair(self.dilation), self.groups, self.bias, self.padding_mode,
+        )

@@ -1,0 +1,42 @@
+"""linear: the fully connected layer (PyTorch's nn.Linear) on a vector."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from .base import Layer, PositiveInt, Shape, fmt
+
+
+class Linear(Layer):
+    """Fully connected: every output is a weighted sum of every input feature."""
+
+    type: Literal["linear"] = "linear"
+    in_features: PositiveInt | None = Field(None, description="Optional; inferred from the input. If written it must match.")
+    out_features: PositiveInt = Field(description="Number of outputs.")
+    bias: bool = Field(True, description="Add a learnable bias per output.")
+
+    needs = "vector"
+
+    def output_shape(self, shapes: list[Shape]) -> Shape:
+        self.check_declared("in_features", self.in_features, shapes[0][0])
+        return (self.out_features,)
+
+    def params(self, shapes: list[Shape]) -> int:
+        return shapes[0][0] * self.out_features + (self.out_features if self.bias else 0)
+
+    def macs(self, shapes: list[Shape], out: Shape) -> int:
+        return shapes[0][0] * self.out_features
+
+    def explain(self, shapes: list[Shape], out: Shape) -> list[str]:
+        bias = f" + {self.out_features}" if self.bias else ""
+        return [
+            f"params = in * out + bias = {shapes[0][0]} * {self.out_features}{bias} = {fmt(self.params(shapes))}",
+            f"MACs = in * out = {shapes[0][0]} * {self.out_features} = {fmt(self.macs(shapes, out))}",
+        ]
+
+    def to_torch(self, shapes: list[Shape]) -> Any:
+        import torch.nn as nn
+
+        return nn.Linear(shapes[0][0], self.out_features, self.bias)

@@ -1,0 +1,158 @@
+"""Pooling: maxpool2d, avgpool2d, adaptive_avgpool2d and global_avgpool."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from ..errors import LayerError
+from .base import (
+    Axis, Layer, NonNegativePair, Pair, ReceptiveField, Shape, Window, Windowed, pair, show,
+)
+
+
+class _Pool(Windowed):
+    """Shared fields and rules of max and average pooling (kernel, stride = kernel, padding)."""
+
+    kernel_size: Pair = Field(description="Window size k or [k_h, k_w].")
+    stride: Pair | None = Field(None, description="Step between windows; default: kernel_size.")
+    padding: NonNegativePair = Field(0, description="Implicit padding per side; at most half the kernel.")
+    ceil_mode: bool = Field(False, description="Round the output size up instead of down.")
+
+    def _dilation(self) -> tuple[int, int]:
+        return (1, 1)
+
+    def windows(self) -> tuple[Window, Window]:
+        stride = pair(self.stride if self.stride is not None else self.kernel_size)
+        result = [
+            Window(k, s, p, p, d)
+            for k, s, p, d in zip(pair(self.kernel_size), stride, pair(self.padding), self._dilation())
+        ]
+        return result[0], result[1]
+
+    def output_shape(self, shapes: list[Shape]) -> Shape:
+        for window in self.windows():
+            if window.pad_begin > window.kernel // 2:
+                raise LayerError(
+                    f"padding {window.pad_begin} is more than half the kernel ({window.kernel})",
+                    field="padding",
+                    expected=f"padding <= kernel_size // 2 = {window.kernel // 2} (PyTorch's rule)",
+                    received=f"padding={self.padding}, kernel_size={self.kernel_size}",
+                )
+        return (shapes[0][0], *self.spatial_output(shapes, self.ceil_mode))
+
+    def explain(self, shapes: list[Shape], out: Shape) -> list[str]:
+        return [*self.explain_windows(shapes, out, self.ceil_mode), "params = 0 (pooling has no weights)"]
+
+
+class MaxPool2d(_Pool):
+    """Max pooling: the largest value in each window, per channel."""
+
+    type: Literal["maxpool2d"] = "maxpool2d"
+    dilation: Pair = Field(1, description="Spacing between window taps.")
+
+    def _dilation(self) -> tuple[int, int]:
+        return pair(self.dilation)
+
+    def to_torch(self, shapes: list[Shape]) -> Any:
+        import torch.nn as nn
+
+        return nn.MaxPool2d(
+            pair(self.kernel_size), pair(self.stride or self.kernel_size), pair(self.padding),
+            pair(self.dilation), ceil_mode=self.ceil_mode,
+        )
+
+
+class AvgPool2d(_Pool):
+    """Average pooling: the mean of each window, per channel."""
+
+    type: Literal["avgpool2d"] = "avgpool2d"
+    count_include_pad: bool = Field(True, description="Count padded zeros in the average's divisor.")
+
+    def to_torch(self, shapes: list[Shape]) -> Any:
+        import torch.nn as nn
+
+        return nn.AvgPool2d(
+            pair(self.kernel_size), pair(self.stride or self.kernel_size), pair(self.padding),
+            ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad,
+        )
+
+
+def adaptive_cells(size: int, cells: int) -> list[tuple[int, int]]:
+    """PyTorch's adaptive windows: cell i covers floor(i*n/m) .. ceil((i+1)*n/m) - 1."""
+    return [(i * size // cells, -(-(i + 1) * size // cells) - 1) for i in range(cells)]
+
+
+class AdaptiveAvgPool2d(Layer):
+    """Average pooling to a fixed output size, whatever the input size."""
+
+    type: Literal["adaptive_avgpool2d"] = "adaptive_avgpool2d"
+    output_size: Pair = Field(description="Output size m or [m_h, m_w].")
+
+    needs = "feature_map"
+
+    def output_shape(self, shapes: list[Shape]) -> Shape:
+        return (shapes[0][0], *pair(self.output_size))
+
+    def receptive_field(self, fields, shapes, out):
+        """n divisible by m: a window with k = s = n/m. Otherwise the windows differ in size; the
+        reported size is the largest window's (an upper bound), the jump the mean step n/m, and the
+        start the centre of cell 0."""
+        axes = []
+        for axis, size, cells in zip((fields[0].height, fields[0].width), shapes[0][1:], out[1:]):
+            if size % cells == 0:
+                step = size // cells
+                axes.append(axis.through_window(step, step, 0))
+                continue
+            spans = adaptive_cells(size, cells)
+            largest = max(end - begin + 1 for begin, end in spans)
+            first = spans[0][1] - spans[0][0] + 1
+            axes.append(Axis(
+                size=axis.size + (largest - 1) * axis.jump,
+                jump=axis.jump * size / cells,
+                start=axis.start + (first - 1) / 2 * axis.jump,
+            ))
+        return ReceptiveField(axes[0], axes[1])
+
+    def explain(self, shapes: list[Shape], out: Shape) -> list[str]:
+        lines = []
+        for label, size, cells in zip("HW", shapes[0][1:], out[1:]):
+            if size % cells == 0:
+                lines.append(f"{label}: {size} -> {cells}: windows of k = s = {size}/{cells} = {size // cells}")
+            else:
+                spans = adaptive_cells(size, cells)
+                widths = sorted({end - begin + 1 for begin, end in spans})
+                lines.append(
+                    f"{label}: {size} -> {cells}: {size} is not divisible by {cells}; cell i covers "
+                    f"floor(i*{size}/{cells}) .. ceil((i+1)*{size}/{cells}) - 1, windows of "
+                    f"{' or '.join(map(str, widths))} pixels (field size uses the largest)"
+                )
+        return lines
+
+    def to_torch(self, shapes: list[Shape]) -> Any:
+        import torch.nn as nn
+
+        return nn.AdaptiveAvgPool2d(pair(self.output_size))
+
+
+class GlobalAvgPool(Layer):
+    """The mean of each channel over the whole map: [C, H, W] -> the vector [C]."""
+
+    type: Literal["global_avgpool"] = "global_avgpool"
+
+    needs = "feature_map"
+
+    def output_shape(self, shapes: list[Shape]) -> Shape:
+        return (shapes[0][0],)
+
+    def explain(self, shapes: list[Shape], out: Shape) -> list[str]:
+        return [f"{show(shapes[0])} -> {show(out)}: one mean over {shapes[0][1]}x{shapes[0][2]} pixels per channel"]
+
+    def to_torch(self, shapes: list[Shape]) -> Any:
+        import torch.nn as nn
+
+        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+
+
+__all__ = ["MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "GlobalAvgPool"]

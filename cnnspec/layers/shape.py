@@ -1,0 +1,63 @@
+"""Layers that reshape or pass data through: flatten, identity, dropout, dropout2d."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from .base import Layer, Probability, Shape, prod, show
+
+
+class Flatten(Layer):
+    """[C, H, W] -> the vector [C*H*W] (a vector passes unchanged)."""
+
+    type: Literal["flatten"] = "flatten"
+
+    def output_shape(self, shapes: list[Shape]) -> Shape:
+        return (prod(shapes[0]),)
+
+    def explain(self, shapes: list[Shape], out: Shape) -> list[str]:
+        return [f"{show(shapes[0])} -> {' * '.join(map(str, shapes[0]))} = {out[0]:,} features"]
+
+    def to_torch(self, shapes: list[Shape]) -> Any:
+        import torch.nn as nn
+
+        return nn.Flatten(1)
+
+
+class Identity(Layer):
+    """Passes its input through unchanged (a named tap point in the graph)."""
+
+    type: Literal["identity"] = "identity"
+
+    def to_torch(self, shapes: list[Shape]) -> Any:
+        import torch.nn as nn
+
+        return nn.Identity()
+
+
+class Dropout(Layer):
+    """Zeroes each element with probability p during training (and scales the rest by 1/(1-p))."""
+
+    type: Literal["dropout"] = "dropout"
+    p: Probability = Field(0.5, description="Probability of zeroing an element.")
+
+    def to_torch(self, shapes: list[Shape]) -> Any:
+        import torch.nn as nn
+
+        return nn.Dropout(self.p)
+
+
+class Dropout2d(Layer):
+    """Zeroes whole channels with probability p during training."""
+
+    type: Literal["dropout2d"] = "dropout2d"
+    p: Probability = Field(0.5, description="Probability of zeroing a channel.")
+
+    needs = "feature_map"
+
+    def to_torch(self, shapes: list[Shape]) -> Any:
+        import torch.nn as nn
+
+        return nn.Dropout2d(self.p)

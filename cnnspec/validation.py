@@ -1,0 +1,118 @@
+"""Turning pydantic's validation errors into located, human diagnostics.
+
+pydantic reports every independent error in one pass; we keep that, collapse the per-branch errors
+of a union (``kernel_size: int | [h, w]``) into one message about the branch the user was aiming at,
+and point each message at the exact key or value in the source file.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from pydantic import BaseModel, ValidationError
+
+from .errors import Diagnostic, Location, did_you_mean
+
+Locate = Callable[[tuple[Any, ...], bool], Location | None]
+
+
+def _branch_matches(tag: Any, value: Any) -> bool:
+    tag = str(tag)
+    if isinstance(value, bool):
+        return tag.startswith("bool")
+    if isinstance(value, int):
+        return tag.startswith(("int", "constrained-int"))
+    if isinstance(value, float):
+        return tag.startswith(("float", "int"))
+    if isinstance(value, (list, tuple)):
+        return tag.startswith(("tuple", "list"))
+    if isinstance(value, str):
+        return tag.startswith(("literal", "str"))
+    if value is None:
+        return tag.startswith("none")
+    return False
+
+
+def _is_branch_tag(part: Any) -> bool:
+    text = str(part)
+    return isinstance(part, str) and (
+        "[" in text or text in ("int", "float", "str", "bool", "none", "constrained-int", "tuple")
+    )
+
+
+def _value_at(data: Any, path: tuple[Any, ...]) -> Any:
+    for part in path:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _message(raw: str, field: str) -> str:
+    text = raw[0].lower() + raw[1:] if raw else raw
+    for prefix in ("input should be", "value should be"):
+        if text.startswith(prefix):
+            return f"{field} must be" + text[len(prefix):]
+    return f"{field}: {text}"
+
+
+def diagnose(
+    model: type[BaseModel],
+    data: dict[str, Any],
+    locate: Locate,
+    *,
+    what: str,
+    note: str | None = None,
+) -> tuple[BaseModel | None, list[Diagnostic]]:
+    """Validate ``data`` against ``model``; return the instance or one diagnostic per bad field.
+
+    ``locate(path, key)`` maps a path inside ``data`` to a source location; ``what`` names the
+    object for messages (``"conv2d layer 'conv1'"``).
+    """
+    try:
+        return model.model_validate(data), []
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+    by_field: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for error in errors:
+        loc = tuple(part for part in error["loc"] if not _is_branch_tag(part))
+        by_field.setdefault(loc, []).append(error)
+    diagnostics = []
+    for loc, group in by_field.items():
+        diagnostics.append(_diagnose_field(model, data, loc, group, locate, what, note))
+    return None, diagnostics
+
+
+def _diagnose_field(
+    model: type[BaseModel], data: dict[str, Any], loc: tuple[Any, ...], group: list[dict[str, Any]],
+    locate: Locate, what: str, note: str | None,
+) -> Diagnostic:
+    field = str(loc[0]) if loc else what
+    info = model.model_fields.get(field) if loc else None
+    expected = info.description if info is not None else None
+    first = group[0]
+    if first["type"] == "missing":
+        return Diagnostic(
+            f"{what} is missing the required field '{field}'", locate(loc[:-1], False),
+            expected=f"{field}: {expected}" if expected else None, note=note,
+        )
+    if first["type"] == "extra_forbidden":
+        known = [name for name in model.model_fields if name != "type"]
+        suggestion = did_you_mean(field, known)
+        return Diagnostic(
+            f"unknown field '{field}' for {what}", locate(loc, True),
+            expected="one of " + ", ".join(known), received=f"{field}={_value_at(data, loc)!r}",
+            hint=suggestion, note=note,
+        )
+    value = _value_at(data, loc)
+    chosen = [e for e in group if any(_branch_matches(p, value) for p in e["loc"] if _is_branch_tag(p))]
+    error = (chosen or group)[0]
+    if len(group) > 1 and not chosen:
+        message = f"{field} has the wrong type"
+    else:
+        message = _message(error["msg"], ".".join(str(p) for p in loc) or field)
+    return Diagnostic(
+        f"{message} ({what})", locate(loc, False), expected=expected,
+        received=f"{'.'.join(str(p) for p in loc)}={value!r}", note=note,
+    )
