@@ -39,7 +39,9 @@ def _echo_error(error: Exception) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning every cnnspec error into a message and exit code 1."""
     try:
-        cli.main(args=argv, prog_name="cnnspec", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="cnnspec", standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except CnnspecError as error:
         _echo_error(error)
         sys.exit(1)
@@ -73,6 +75,85 @@ def analyze(spec: Path, format_: str, explain: bool) -> None:
 
     result = run_analysis(load_spec(spec))
     click.echo(render(result, format_, explain=explain), nl=False)
+
+
+@cli.command()
+@click.argument("specs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--quiet", "-q", is_flag=True, help="Print errors only.")
+def validate(specs: tuple[Path, ...], quiet: bool) -> None:
+    """Check spec files; exit 0 only if every one is valid."""
+    from .analysis import analyze as run_analysis
+    from .spec import load_spec
+
+    failed = 0
+    for path in specs:
+        try:
+            result = run_analysis(load_spec(path))
+        except SpecError as error:
+            failed += 1
+            click.echo(error.render(), err=True)
+            continue
+        if not quiet:
+            totals = result.totals()
+            click.echo(f"ok  {path}  ({len(result.layers)} layers, {totals['params']:,} params, "
+                       f"{totals['macs']:,} MACs)")
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+@cli.command()
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write to a file instead of stdout.")
+def schema(output: Path | None) -> None:
+    """Print the JSON Schema of spec files (for editor completion and validation)."""
+    import json
+
+    from .catalog import json_schema
+
+    text = json.dumps(json_schema(), indent=2) + "\n"
+    if output:
+        from .checkpoint import atomic_write_bytes
+
+        atomic_write_bytes(output, text.encode())
+        click.echo(f"wrote {output}")
+    else:
+        click.echo(text, nl=False)
+
+
+@cli.command()
+@click.argument("layer_type", required=False)
+@click.option("--format", "-f", "format_", type=click.Choice(["table", "markdown", "json"]), default="table",
+              show_default=True)
+def layers(layer_type: str | None, format_: str) -> None:
+    """The layer catalogue: every type with its fields and defaults."""
+    import json
+
+    from .catalog import catalog, render_catalog_markdown
+    from .errors import UsageError, did_you_mean
+
+    entries = catalog()
+    if layer_type:
+        entries = [e for e in entries if e["type"] == layer_type]
+        if not entries:
+            hint = did_you_mean(layer_type, [e["type"] for e in catalog()])
+            raise UsageError(f"unknown layer type '{layer_type}'", [hint] if hint else [])
+    if format_ == "json":
+        click.echo(json.dumps(entries, indent=2))
+    elif format_ == "markdown":
+        click.echo(render_catalog_markdown())
+    else:
+        from rich.console import Console
+        from rich.table import Table
+        from rich.text import Text
+
+        console = Console()
+        for entry in entries:
+            table = Table(title=Text(f"{entry['type']}: {entry['summary']}"), title_justify="left",
+                          caption=f"input {entry['input']}, inputs: {entry['inputs']}", caption_justify="left")
+            for column in ("field", "type", "default", "meaning"):
+                table.add_column(column, overflow="fold")
+            for field in entry["fields"]:
+                table.add_row(*(Text(field[key]) for key in ("name", "type", "default", "description")))
+            console.print(table)
 
 
 # --- commands added by later stages go below (keep each command thin) --------------------------

@@ -36,6 +36,8 @@ class Diagnostic:
         where = self.location
         head = f"{where.file}:{where.line}:{where.col}: " if where else ""
         lines = [f"{head}error: {self.message}"]
+        if where and source_lines and where.line > len(source_lines):
+            where = Location(where.file, len(source_lines), len(source_lines[-1]) + 1)
         if where and source_lines and 0 < where.line <= len(source_lines):
             text = source_lines[where.line - 1].rstrip("\n")
             gutter = f"{where.line:>5} | "

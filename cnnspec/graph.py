@@ -40,7 +40,8 @@ def resolve(nodes: list[Node], document: Document) -> list[Diagnostic]:
             problem = _check_reference(ref, node, index, defined, first_use, document)
             if problem:
                 diagnostics.append(problem)
-        diagnostics.extend(_check_arity(node, document))
+        if node.layer is not None:
+            diagnostics.extend(_check_arity(node, document))
         defined.add(node.name)
         previous = node.name
     return diagnostics

@@ -91,8 +91,11 @@ def load_text(text: str, file: str = "<string>", *, json_syntax: bool = False) -
         mark = exc.problem_mark or exc.context_mark
         where = Location(file, mark.line + 1, mark.column + 1) if mark else None
         problem = exc.problem or exc.context or "invalid syntax"
+        note = None
+        if exc.context and exc.context_mark and exc.problem:
+            note = f"{exc.context} that starts at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1}"
         raise SpecError(
-            [Diagnostic(f"{'JSON' if json_syntax else 'YAML'} syntax error: {problem}", where)],
+            [Diagnostic(f"{'JSON' if json_syntax else 'YAML'} syntax error: {problem}", where, note=note)],
             text,
         ) from None
     except yaml.YAMLError as exc:

@@ -8,7 +8,6 @@ Stages, each collecting every independent error before stopping:
 5. graph: default names, uniqueness, backward-only references (graph.py)
 """
 
-from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
@@ -96,10 +95,10 @@ class SpecHeader(BaseModel):
 @dataclass
 class Node:
     """One layer after expansion: its final name, its validated config, its resolved inputs, and
-    where it came from (for error locations)."""
+    where it came from (for error locations). ``layer`` is None only while reporting errors."""
 
     name: str
-    layer: Layer
+    layer: Layer | None
     inputs: list[str]
     origin: tuple[Any, ...]
     field_origins: dict[str, tuple[Any, ...]] = field(default_factory=dict)
@@ -167,17 +166,15 @@ def spec_from_document(document: Document) -> Spec:
     for raw in raw_layers:
         node, problems = _validate_layer(raw, document)
         diagnostics.extend(problems)
-        if node is not None:
-            nodes.append(node)
+        nodes.append(node)
+    diagnostics.extend(resolve(nodes, document))
     if diagnostics:
-        raise SpecError(diagnostics, document.text)
-    diagnostics = resolve(nodes, document)
-    if diagnostics:
+        diagnostics.sort(key=lambda d: (d.location.line, d.location.col) if d.location else (0, 0))
         raise SpecError(diagnostics, document.text)
     return Spec(header.name, header.input, nodes, document, header.labels, header.train, header.description)
 
 
-def _validate_layer(raw: Any, document: Document) -> tuple[Node | None, list[Diagnostic]]:
+def _validate_layer(raw: Any, document: Document) -> tuple[Node, list[Diagnostic]]:
     """Check ``type`` ourselves (to suggest names), then let the layer's class validate the rest."""
     data = raw.data
 
@@ -190,19 +187,25 @@ def _validate_layer(raw: Any, document: Document) -> tuple[Node | None, list[Dia
         hint = "give the layer a type, e.g. {type: conv2d, ...}"
         if "block" in data:
             hint = None
-        return None, [Diagnostic(
+        return _placeholder(raw), [Diagnostic(
             "layer has no 'type'", locate(()), expected="one of " + ", ".join(LAYER_TYPES),
             hint=hint, note=raw.note,
         )]
     kind = data["type"]
     if not isinstance(kind, str) or kind not in LAYER_TYPES:
-        return None, [Diagnostic(
+        return _placeholder(raw), [Diagnostic(
             f"unknown layer type '{kind}'", locate(("type",)),
             expected="one of " + ", ".join(LAYER_TYPES), received=f"type={kind!r}",
             hint=did_you_mean(str(kind), LAYER_TYPES), note=raw.note,
         )]
-    label = f"{kind} layer" + (f" '{data['name']}'" if isinstance(data.get("name"), str) else "")
+    label = f"{kind} layer '{raw.name}'"
     layer, diagnostics = diagnose(LAYER_TYPES[kind], data, locate, what=label, note=raw.note)
     if layer is None:
-        return None, diagnostics
+        return _placeholder(raw), diagnostics
     return Node(raw.name, layer, list(raw.inputs or []), raw.origin, raw.field_origins, raw.note), []
+
+
+def _placeholder(raw: Any) -> Node:
+    """A node for a layer that failed validation, so that reference checks still run."""
+    inputs = raw.inputs if isinstance(raw.inputs, list) and all(isinstance(i, str) for i in raw.inputs) else []
+    return Node(raw.name, None, list(inputs), raw.origin, raw.field_origins, raw.note)

@@ -51,9 +51,9 @@ def _value_at(data: Any, path: tuple[Any, ...]) -> Any:
 
 def _message(raw: str, field: str) -> str:
     text = raw[0].lower() + raw[1:] if raw else raw
-    for prefix in ("input should be", "value should be"):
-        if text.startswith(prefix):
-            return f"{field} must be" + text[len(prefix):]
+    subject, should, rest = text.partition(" should ")
+    if should and " " not in subject:
+        return f"{field} must {rest}"
     return f"{field}: {text}"
 
 
@@ -109,10 +109,10 @@ def _diagnose_field(
     chosen = [e for e in group if any(_branch_matches(p, value) for p in e["loc"] if _is_branch_tag(p))]
     error = (chosen or group)[0]
     if len(group) > 1 and not chosen:
-        message = f"{field} has the wrong type"
+        message = f"{field} has the wrong type ({type(value).__name__})"
     else:
         message = _message(error["msg"], ".".join(str(p) for p in loc) or field)
     return Diagnostic(
-        f"{message} ({what})", locate(loc, False), expected=expected,
+        message if what == "the spec" else f"{message} ({what})", locate(loc, False), expected=expected,
         received=f"{'.'.join(str(p) for p in loc)}={value!r}", note=note,
     )

@@ -1,6 +1,5 @@
 """The layer registry: type name -> layer class. Adding a layer type is one class plus one line here."""
 
-from __future__ import annotations
 
 from .activation import GELU, LeakyReLU, ReLU, ReLU6, SiLU, Sigmoid, Softmax, Tanh
 from .base import Layer, ReceptiveField, Shape

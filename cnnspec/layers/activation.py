@@ -1,6 +1,5 @@
 """Pointwise activations. Each keeps the shape and the receptive field of its input."""
 
-from __future__ import annotations
 
 from typing import Any, Literal
 

@@ -5,7 +5,6 @@ output-shape rule, its parameter, buffer and MAC counts, its receptive-field rul
 arithmetic and ``to_torch()``. Only ``to_torch`` imports torch, inside the method.
 """
 
-from __future__ import annotations
 
 import math
 from dataclasses import dataclass
@@ -50,7 +49,7 @@ class Axis:
     jump: float
     start: float
 
-    def through_window(self, kernel: int, stride: float, pad_begin: float, dilation: int = 1) -> Axis:
+    def through_window(self, kernel: int, stride: float, pad_begin: float, dilation: int = 1) -> "Axis":
         """``size += (k'-1)*jump; start += ((k'-1)/2 - p)*jump; jump *= s`` with ``k' = d(k-1)+1``."""
         effective = dilation * (kernel - 1) + 1
         return Axis(
@@ -76,7 +75,7 @@ class ReceptiveField:
     width: Axis
 
     @classmethod
-    def identity(cls) -> ReceptiveField:
+    def identity(cls) -> "ReceptiveField":
         return cls(Axis(1, 1, 0), Axis(1, 1, 0))
 
     def to_dict(self) -> dict[str, list[float]]:
@@ -91,7 +90,7 @@ class ReceptiveField:
         }
 
     @staticmethod
-    def union(fields: list[ReceptiveField]) -> ReceptiveField:
+    def union(fields: "list[ReceptiveField]") -> "ReceptiveField":
         """Where paths merge the field is the union of the input fields (jumps agree for any
         well-formed merge; the largest is kept otherwise)."""
 
@@ -204,14 +203,14 @@ class Layer(BaseModel):
         for shape, source in zip(shapes, sources):
             if self.needs == "feature_map" and len(shape) != 3:
                 raise LayerError(
-                    f"{self.type} needs a feature map [C, H, W] but '{source}' gives the vector {show(shape)}",
+                    f"needs a feature map [C, H, W] but '{source}' gives the vector {show(shape)}",
                     expected="an input of shape [C, H, W]",
                     received=f"{source}={show(shape)}",
                     hint="move this layer before the flatten / global_avgpool that makes a vector",
                 )
             if self.needs == "vector" and len(shape) != 1:
                 raise LayerError(
-                    f"{self.type} needs a vector input but '{source}' gives {show(shape)}; "
+                    f"needs a vector input but '{source}' gives {show(shape)}; "
                     "add a flatten layer before it",
                     expected="an input of shape [F]",
                     received=f"{source}={show(shape)}",

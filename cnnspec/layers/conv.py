@@ -1,6 +1,5 @@
 """conv2d: the convolution, with PyTorch's keyword names and output-size rule."""
 
-from __future__ import annotations
 
 import math
 from typing import Any, Literal
@@ -61,7 +60,7 @@ class Conv2d(Windowed):
                 )
         if self.padding == "same" and pair(self.stride) != (1, 1):
             raise LayerError(
-                "padding 'same' needs stride 1 (PyTorch rejects it otherwise)",
+                "padding 'same' works only with stride 1 (PyTorch rejects it otherwise)",
                 field="padding", received=f"padding='same', stride={self.stride}",
                 hint="write the padding as a number, e.g. (kernel_size - 1) // 2",
             )

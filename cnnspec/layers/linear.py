@@ -1,6 +1,5 @@
 """linear: the fully connected layer (PyTorch's nn.Linear) on a vector."""
 
-from __future__ import annotations
 
 from typing import Any, Literal
 

@@ -1,6 +1,5 @@
 """Layers where paths meet: add (residual connections) and concat (Inception-style branches)."""
 
-from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
@@ -38,7 +37,7 @@ class Add(_Merge):
                 hint = ("give the shortcut a 1x1 conv2d with the main path's out_channels and stride "
                         "(a projection), as ResNet does")
             raise LayerError(
-                "add needs inputs of equal shape",
+                "needs inputs of equal shape",
                 field="inputs", expected="every input with the same shape",
                 received=_received(shapes, sources), hint=hint,
             )
@@ -58,7 +57,7 @@ class Concat(_Merge):
         ranks = {len(s) for s in shapes}
         if len(ranks) > 1 or (ranks == {3} and len({s[1:] for s in shapes}) > 1):
             raise LayerError(
-                "concat needs feature maps of equal height and width (or all vectors)",
+                "needs feature maps of equal height and width (or all vectors)",
                 field="inputs", expected="inputs [C_i, H, W] with the same H and W",
                 received=_received(shapes, sources),
                 hint="pad or pool the branches so that their spatial sizes agree",

@@ -1,6 +1,5 @@
 """batchnorm2d: per-channel normalisation with learnable scale and shift."""
 
-from __future__ import annotations
 
 from typing import Any, Literal
 

@@ -1,6 +1,5 @@
 """Pooling: maxpool2d, avgpool2d, adaptive_avgpool2d and global_avgpool."""
 
-from __future__ import annotations
 
 from typing import Any, Literal
 

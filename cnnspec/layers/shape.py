@@ -1,6 +1,5 @@
 """Layers that reshape or pass data through: flatten, identity, dropout, dropout2d."""
 
-from __future__ import annotations
 
 from typing import Any, Literal
 

@@ -1,0 +1,125 @@
+"""The layer catalogue and the JSON Schema, both generated from the registered layer classes, so
+documentation, editor completion and validation cannot drift from the code."""
+
+from __future__ import annotations
+
+import json
+import typing
+from typing import Any
+
+from pydantic_core import PydanticUndefined
+
+from .layers import LAYER_TYPES, Layer
+
+COMMON_FIELDS = ("type", "name", "inputs", "trainable")
+
+
+def _type_text(annotation: Any) -> str:
+    """A short human form of a field's annotation: 'int > 0 | [int, int]'."""
+    text = typing.get_origin(annotation)
+    if annotation is None or annotation is type(None):
+        return "null"
+    if text is typing.Literal:
+        return " | ".join(repr(a) for a in typing.get_args(annotation))
+    if text in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return " | ".join(_type_text(a) for a in typing.get_args(annotation))
+    if text is typing.Annotated:
+        base, *meta = typing.get_args(annotation)
+        bounds = []
+        for item in meta:
+            for field in ("gt", "ge", "lt", "le"):
+                value = getattr(item, field, None)
+                if value is None:
+                    for sub in getattr(item, "metadata", []) or []:
+                        value = getattr(sub, field, value)
+                if value is not None:
+                    bounds.append(f"{ {'gt': '>', 'ge': '>=', 'lt': '<', 'le': '<='}[field]} {value}")
+        return _type_text(base) + (" " + " ".join(bounds) if bounds else "")
+    if text is tuple:
+        return "[" + ", ".join(_type_text(a) for a in typing.get_args(annotation)) + "]"
+    if text is list:
+        return "[" + _type_text(typing.get_args(annotation)[0]) + ", ...]"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _default_text(cls: type[Layer], name: str) -> str:
+    info = cls.model_fields[name]
+    if info.is_required():
+        return "required"
+    default = info.default
+    if default is PydanticUndefined or default is None:
+        return "inferred" if name.startswith(("in_", "num_")) else ("kernel_size" if name == "stride" else "none")
+    return json.dumps(default)
+
+
+def catalog() -> list[dict[str, Any]]:
+    """Every layer type with its summary, input needs and fields (name, type, default, meaning)."""
+    entries = []
+    for type_name, cls in LAYER_TYPES.items():
+        fields = []
+        for name, info in cls.model_fields.items():
+            if name in COMMON_FIELDS:
+                continue
+            annotation = info.annotation
+            if info.metadata:
+                annotation = typing.Annotated[(annotation, *info.metadata)]
+            fields.append({
+                "name": name,
+                "type": _type_text(annotation),
+                "default": _default_text(cls, name),
+                "description": info.description or "",
+            })
+        arity = "2 or more" if cls.max_inputs is None else str(cls.max_inputs)
+        entries.append({
+            "type": type_name,
+            "summary": (cls.__doc__ or "").strip().splitlines()[0],
+            "input": {"feature_map": "[C, H, W]", "vector": "[F]", None: "any"}[cls.needs],
+            "inputs": arity,
+            "fields": fields,
+        })
+    return entries
+
+
+def render_catalog_markdown() -> str:
+    """The layer reference as Markdown (embedded in README.md; a test keeps them equal)."""
+    lines = ["Every layer also takes `name`, `inputs` and `trainable` (see above).", ""]
+    for entry in catalog():
+        lines.append(f"#### `{entry['type']}`")
+        lines.append("")
+        lines.append(f"{entry['summary']} Input: {entry['input']}; inputs: {entry['inputs']}.")
+        lines.append("")
+        if entry["fields"]:
+            lines.append("| field | type | default | meaning |")
+            lines.append("|---|---|---|---|")
+            for field in entry["fields"]:
+                description = field["description"].replace("|", "\\|")
+                kind = field["type"].replace("|", "\\|")
+                lines.append(f"| `{field['name']}` | {kind} | {field['default']} | {description} |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def json_schema() -> dict[str, Any]:
+    """Draft 2020-12 JSON Schema of a spec file, from the same classes that validate it."""
+    from typing import Annotated, Union
+
+    from pydantic import Field, TypeAdapter, create_model
+
+    from .spec import BlockUse, SpecHeader
+
+    layer_union = Annotated[Union[tuple(LAYER_TYPES.values())], Field(discriminator="type")]
+    entry = Union[layer_union, BlockUse]
+    model = create_model(
+        "CnnspecSpec", __base__=SpecHeader,
+        layers=(list[entry], Field(min_length=1, description="Layers in execution order.")),
+    )
+    for cls in LAYER_TYPES.values():
+        cls.model_rebuild()
+    schema = TypeAdapter(model).json_schema(by_alias=True)
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://cnnspec.dev/schema/spec.json",
+        **schema,
+    }
+    schema["title"] = "cnnspec model spec"
+    return schema

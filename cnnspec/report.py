@@ -1,0 +1,199 @@
+"""Rendering an Analysis: table (rich), JSON, Markdown, Mermaid, and the ``--explain`` arithmetic.
+
+Nothing here imports torch; rich is imported only for the table.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .analysis import Analysis, LayerReport
+from .layers.base import ReceptiveField, fmt, show
+
+
+def human_bytes(count: int) -> str:
+    """1,536 -> '1.5 KiB' (binary units, as memory is counted)."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def short_count(count: int) -> str:
+    """4,241,152 -> '4.24M' (for totals lines next to the exact figure)."""
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if count >= limit:
+            return f"{count / limit:.2f}{suffix}"
+    return str(count)
+
+
+def field_text(field: ReceptiveField | None) -> str:
+    """'10x10 j4 s1.5' (size, jump, start); '-' for vectors."""
+    if field is None:
+        return "-"
+    data = field.to_dict()
+    size, jump, start = data["size"], data["jump"], data["start"]
+
+    def axis_pair(values: list[Any], sep: str) -> str:
+        return fmt(values[0]) if values[0] == values[1] else sep.join(fmt(v) for v in values)
+
+    return f"{axis_pair(size, 'x') if size[0] != size[1] else f'{fmt(size[0])}x{fmt(size[1])}'} " \
+           f"j{axis_pair(jump, ',')} s{axis_pair(start, ',')}"
+
+
+def _inputs_text(report: LayerReport, previous: str) -> str:
+    return "" if report.inputs == [previous] else ", ".join(report.inputs)
+
+
+def render(analysis: Analysis, format_: str, *, explain: bool = False) -> str:
+    """The analysis as text in one of: table, json, markdown, mermaid."""
+    if format_ == "json":
+        data = analysis.to_dict()
+        if explain:
+            for entry, lines in zip(data["layers"], explain_lines(analysis)):
+                entry["explain"] = lines
+        return json.dumps(data, indent=2) + "\n"
+    if explain:
+        return render_explain(analysis)
+    if format_ == "markdown":
+        return render_markdown(analysis)
+    if format_ == "mermaid":
+        return render_mermaid(analysis)
+    return render_table(analysis)
+
+
+def _rows(analysis: Analysis) -> list[list[str]]:
+    rows, previous = [], "input"
+    for report in analysis.layers:
+        rows.append([
+            report.name, report.type, _inputs_text(report, previous), show(report.output_shape),
+            fmt(report.params), fmt(report.macs), field_text(report.receptive_field),
+            human_bytes(report.activation_bytes),
+        ])
+        previous = report.name
+    return rows
+
+
+HEADERS = ["layer", "type", "inputs", "output", "params", "MACs", "receptive field", "memory"]
+
+
+def _totals_line(analysis: Analysis) -> list[str]:
+    totals = analysis.totals()
+    lines = [
+        f"params: {fmt(totals['params'])} ({short_count(totals['params'])}; trainable "
+        f"{fmt(totals['trainable_params'])}, non-trainable {fmt(totals['non_trainable_params'])}; "
+        f"{human_bytes(totals['param_bytes'])} as float32)",
+        f"buffers: {fmt(totals['buffers'])}",
+        f"MACs: {fmt(totals['macs'])} ({short_count(totals['macs'])}) per image; FLOPs ~ 2 x MACs",
+        f"activations: {human_bytes(totals['activation_bytes'])} per image (float32, every layer output)",
+    ]
+    return lines
+
+
+def render_table(analysis: Analysis, width: int | None = None) -> str:
+    """A rich table with a totals row, rendered to plain text."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(
+        title=Text(f"{analysis.name}: input {show(analysis.input_shape)} -> output {show(analysis.output_shape)}"),
+        title_justify="left", show_footer=True,
+    )
+    totals = analysis.totals()
+    footers = ["total", "", "", "", fmt(totals["params"]), fmt(totals["macs"]), "",
+               human_bytes(totals["activation_bytes"])]
+    for header, footer in zip(HEADERS, footers):
+        numeric = header in ("params", "MACs", "memory")
+        table.add_column(header, footer=footer, justify="right" if numeric else "left", no_wrap=True)
+    for row in _rows(analysis):
+        table.add_row(*(Text(cell) for cell in row))
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width or 200, color_system=None, highlight=False)
+    console.print(table)
+    for line in _totals_line(analysis):
+        console.print(Text(line), soft_wrap=True)
+    return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines()) + "\n"
+
+
+def render_markdown(analysis: Analysis) -> str:
+    lines = [
+        f"### {analysis.name}",
+        "",
+        f"Input {show(analysis.input_shape)}, output {show(analysis.output_shape)}.",
+        "",
+        "| " + " | ".join(HEADERS) + " |",
+        "|" + "|".join("---:" if h in ("params", "MACs", "memory") else "---" for h in HEADERS) + "|",
+    ]
+    for row in _rows(analysis):
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
+    totals = analysis.totals()
+    lines.append(f"| **total** | | | | **{fmt(totals['params'])}** | **{fmt(totals['macs'])}** | | "
+                 f"**{human_bytes(totals['activation_bytes'])}** |")
+    lines.append("")
+    lines.extend(f"- {line}" for line in _totals_line(analysis))
+    return "\n".join(lines) + "\n"
+
+
+def _describe(report: LayerReport) -> str:
+    layer = report.node.layer
+    kernel = getattr(layer, "kernel_size", None)
+    if kernel is None:
+        return report.type
+    k = kernel if isinstance(kernel, int) else "x".join(map(str, kernel))
+    stride = getattr(layer, "stride", None) or kernel
+    s = stride if isinstance(stride, int) else "x".join(map(str, stride))
+    return f"{report.type} {k}x{k}/{s}" if isinstance(kernel, int) else f"{report.type} {k}/{s}"
+
+
+def render_mermaid(analysis: Analysis) -> str:
+    """A Mermaid flowchart of the graph, each node labelled with its output shape."""
+    lines = ["flowchart TD", f'    input(["input<br/>{show(analysis.input_shape)}"])']
+    for report in analysis.layers:
+        label = f"{report.name}: {_describe(report)}<br/>{show(report.output_shape)}"
+        if report.params:
+            label += f"<br/>{fmt(report.params)} params"
+        lines.append(f'    {report.name}["{label}"]')
+        for source in report.inputs:
+            lines.append(f"    {source} --> {report.name}")
+    return "\n".join(lines) + "\n"
+
+
+def explain_lines(analysis: Analysis) -> list[list[str]]:
+    """Per layer, the arithmetic behind its shape, counts and receptive field."""
+    fields = {"input": ReceptiveField.identity()}
+    result = []
+    for report in analysis.layers:
+        layer = report.node.layer
+        lines = list(layer.explain(report.input_shapes, report.output_shape))
+        before = [fields.get(name) for name in report.inputs]
+        after = report.receptive_field
+        if after is None:
+            lines.append("receptive field: null (the output is a vector: every unit sees the whole input)")
+        elif hasattr(layer, "explain_field") and all(b is not None for b in before):
+            lines.extend(layer.explain_field(before if len(before) > 1 else before[0], after))
+        elif before and before[0] == after:
+            lines.append("shape and receptive field pass through unchanged (pointwise)")
+        else:
+            lines.append(f"receptive field: {field_text(after)}")
+        if report.buffers and report.type != "batchnorm2d":
+            lines.append(f"buffers = {fmt(report.buffers)}")
+        fields[report.name] = after
+        result.append(lines)
+    return result
+
+
+def render_explain(analysis: Analysis) -> str:
+    out = [f"{analysis.name}: input {show(analysis.input_shape)}", ""]
+    for report, lines in zip(analysis.layers, explain_lines(analysis)):
+        shapes = " + ".join(show(s) for s in report.input_shapes)
+        out.append(f"{report.name} ({report.type}): {shapes} -> {show(report.output_shape)}")
+        out.extend(f"    {line}" for line in lines)
+        out.append("")
+    out.extend(_totals_line(analysis))
+    return "\n".join(out) + "\n"

@@ -1,0 +1,284 @@
+"""The analyzer's report formats, conventions, blocks, schema and catalogue (no torch anywhere)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cnnspec import analyze, parse_spec
+from cnnspec.catalog import catalog, json_schema, render_catalog_markdown
+from cnnspec.cli import cli
+from cnnspec.layers import LAYER_TYPES
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = sorted(p for p in (ROOT / "specs").glob("*.y*ml"))
+
+# One minimal valid use of every registered layer type, on a [4, 8, 8] map (or [4] vector).
+# The registry test below fails when a layer type is added without an example here.
+EXAMPLES = {
+    "conv2d": ({"out_channels": 6, "kernel_size": 3}, [6, 6, 6], 6 * 4 * 9 + 6, 6 * 6 * 6 * 4 * 9),
+    "linear": ({"out_features": 3}, [3], 4 * 3 + 3, 12),
+    "maxpool2d": ({"kernel_size": 2}, [4, 4, 4], 0, 0),
+    "avgpool2d": ({"kernel_size": 3, "stride": 2, "padding": 1}, [4, 4, 4], 0, 0),
+    "adaptive_avgpool2d": ({"output_size": 3}, [4, 3, 3], 0, 0),
+    "global_avgpool": ({}, [4], 0, 0),
+    "batchnorm2d": ({}, [4, 8, 8], 8, 0),
+    "dropout": ({"p": 0.2}, [4, 8, 8], 0, 0),
+    "dropout2d": ({}, [4, 8, 8], 0, 0),
+    "relu": ({}, [4, 8, 8], 0, 0),
+    "relu6": ({}, [4, 8, 8], 0, 0),
+    "leaky_relu": ({"negative_slope": 0.2}, [4, 8, 8], 0, 0),
+    "sigmoid": ({}, [4, 8, 8], 0, 0),
+    "tanh": ({}, [4, 8, 8], 0, 0),
+    "gelu": ({}, [4, 8, 8], 0, 0),
+    "silu": ({}, [4, 8, 8], 0, 0),
+    "softmax": ({}, [4, 8, 8], 0, 0),
+    "flatten": ({}, [256], 0, 0),
+    "identity": ({}, [4, 8, 8], 0, 0),
+    "add": ({"inputs": ["input", "input"]}, [4, 8, 8], 0, 0),
+    "concat": ({"inputs": ["input", "input"]}, [8, 8, 8], 0, 0),
+}
+VECTOR_INPUT = {"linear"}
+
+
+def _one_layer(kind: str, fields: dict) -> str:
+    shape = {"channels": 4, "height": 8, "width": 8}
+    prefix = "  - {type: flatten, name: f}\n" if kind in VECTOR_INPUT else ""
+    body = json.dumps({"type": kind, "name": "layer", **fields})
+    if kind in VECTOR_INPUT:
+        shape = {"channels": 4, "height": 1, "width": 1}
+    return f"name: one\ninput: {json.dumps(shape)}\nlayers:\n{prefix}  - {body}\n"
+
+
+def test_every_registered_layer_type_has_an_example():
+    assert set(EXAMPLES) == set(LAYER_TYPES)
+
+
+@pytest.mark.parametrize("kind", sorted(LAYER_TYPES))
+def test_layer_type_shape_and_counts(kind):
+    fields, shape, params, macs = EXAMPLES[kind]
+    report = analyze(parse_spec(_one_layer(kind, fields))).layer("layer")
+    assert list(report.output_shape) == shape
+    assert (report.params, report.macs) == (params, macs)
+
+
+def test_json_report_contract_for_simple_cnn():
+    result = CliRunner().invoke(cli, ["analyze", "specs/simple_cnn.yaml", "--format", "json"],
+                                catch_exceptions=False)
+    data = json.loads(result.output)
+    assert data["name"] == "simple_cnn" and data["input_shape"] == [1, 28, 28]
+    assert data["totals"]["params"] == 421_642 and data["totals"]["macs"] == 4_241_152
+    conv1 = data["layers"][0]
+    assert conv1 == {
+        "name": "conv1", "type": "conv2d", "inputs": ["input"], "output_shape": [32, 28, 28],
+        "params": 320, "trainable_params": 320, "non_trainable_params": 0, "buffers": 0,
+        "macs": 32 * 28 * 28 * 9, "activation_bytes": 32 * 28 * 28 * 4,
+        "receptive_field": {"size": [3, 3], "jump": [1, 1], "start": [0, 0]},
+    }
+    assert data["layers"][6]["receptive_field"] is None  # flatten: a vector
+    assert data["totals"]["activation_bytes"] == sum(l["activation_bytes"] for l in data["layers"])
+
+
+def test_buffers_and_frozen_layers_are_counted_apart():
+    spec = parse_spec(
+        "name: x\ninput: {channels: 3, height: 8, width: 8}\nlayers:\n"
+        "  - {type: conv2d, name: conv, out_channels: 16, kernel_size: 3, bias: false, trainable: false}\n"
+        "  - {type: batchnorm2d, name: bn}\n"
+    )
+    totals = analyze(spec).totals()
+    assert totals["params"] == 16 * 3 * 9 + 2 * 16
+    assert totals["trainable_params"] == 2 * 16
+    assert totals["non_trainable_params"] == 16 * 3 * 9
+    assert totals["buffers"] == 2 * 16 + 1  # running mean, running var, num_batches_tracked
+
+
+def test_table_has_every_layer_and_a_totals_row():
+    result = CliRunner().invoke(cli, ["analyze", "specs/simple_cnn.yaml"], catch_exceptions=False)
+    lines = result.output.splitlines()
+    assert lines[0] == "simple_cnn: input [1, 28, 28] -> output [10]"
+    for name in ("conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "flatten", "fc1", "relu3", "fc2"):
+        assert any(line.startswith(f"│ {name} ") for line in lines), name
+    total = next(line for line in lines if line.startswith("│ total"))
+    assert "421,642" in total and "4,241,152" in total
+    assert "10x10 j4 s1.5" in result.output
+
+
+def test_markdown_and_mermaid():
+    runner = CliRunner()
+    markdown = runner.invoke(cli, ["analyze", "specs/simple_cnn.yaml", "-f", "markdown"]).output
+    assert "| conv2 | conv2d |  | [64, 14, 14] | 18,496 | 3,612,672 | 8x8 j2 s0.5 | 49.0 KiB |" in markdown
+    assert "| **total** |" in markdown
+    mermaid = runner.invoke(cli, ["analyze", "specs/simple_cnn.yaml", "-f", "mermaid"]).output
+    assert mermaid.startswith("flowchart TD\n")
+    assert '    pool2["pool2: maxpool2d 2x2/2<br/>[64, 7, 7]"]' in mermaid
+    assert "    relu1 --> pool1" in mermaid
+
+
+def test_explain_shows_the_textbook_arithmetic():
+    output = CliRunner().invoke(cli, ["analyze", "specs/simple_cnn.yaml", "--explain"]).output
+    assert "H_out = floor((28 + 2*1 - 3)/1) + 1 = 28" in output
+    assert "params = C_out * (C_in/groups) * k_h * k_w + bias = 64 * 32 * 3 * 3 + 64 = 18,496" in output
+    assert "params = in * out + bias = 3136 * 128 + 128 = 401,536" in output
+    assert "RF_H: size = 8 + (2-1)*2 = 10, jump = 2*2 = 4, start = 0.5 + ((2-1)/2 - 0)*2 = 1.5" in output
+    data = json.loads(CliRunner().invoke(cli, ["analyze", "specs/simple_cnn.yaml", "-f", "json", "--explain"]).output)
+    assert data["layers"][2]["explain"][0] == "H_out = floor((28 + 2*0 - 2)/2) + 1 = 14"
+
+
+def test_explain_ceil_mode_and_dilation():
+    spec = parse_spec(
+        "name: x\ninput: {channels: 1, height: 7, width: 7}\nlayers:\n"
+        "  - {type: maxpool2d, name: pool, kernel_size: 2, ceil_mode: true}\n"
+        "  - {type: conv2d, name: conv, out_channels: 1, kernel_size: 3, dilation: 2, padding: 2}\n"
+    )
+    from cnnspec.report import render
+
+    text = render(analyze(spec), "table", explain=True)
+    assert "H_out = ceil((7 + 2*0 - 2)/2) + 1 = 4" in text  # ceil(2.5) + 1
+    assert "H_out = floor((4 + 2*2 - (2*(3-1) + 1))/1) + 1 = 4" in text
+
+
+def test_ceil_mode_drops_a_window_starting_in_the_padding():
+    # PyTorch: H=5, k=2, s=2, p=1, ceil -> ceil((5+2-2)/2)+1 = 4, but window 3 starts at 6 >= 5+1: 3
+    spec = parse_spec(
+        "name: x\ninput: {channels: 1, height: 5, width: 6}\nlayers:\n"
+        "  - {type: maxpool2d, kernel_size: 2, padding: 1, ceil_mode: true}\n"
+    )
+    assert analyze(spec).output_shape == (1, 3, 4)
+
+
+def test_same_padding_with_even_kernel_pads_right_and_bottom():
+    spec = parse_spec(
+        "name: x\ninput: {channels: 1, height: 9, width: 9}\nlayers:\n"
+        "  - {type: conv2d, out_channels: 2, kernel_size: 4, padding: same}\n"
+    )
+    report = analyze(spec).layers[0]
+    assert report.output_shape == (2, 9, 9)
+    # left pad 1 (right 2): start = 0 + ((4-1)/2 - 1) * 1 = 0.5
+    assert report.receptive_field.to_dict() == {"size": [4, 4], "jump": [1, 1], "start": [0.5, 0.5]}
+
+
+def test_full_padding_grows_the_map():
+    spec = parse_spec(
+        "name: x\ninput: {channels: 1, height: 10, width: 10}\nlayers:\n"
+        "  - {type: conv2d, out_channels: 1, kernel_size: 3, padding: full}\n"
+    )
+    assert analyze(spec).output_shape == (1, 12, 12)  # 10 + 2*2 - 3 + 1
+
+
+BLOCKS = """\
+name: blocky
+input: {channels: 3, height: 32, width: 32}
+blocks:
+  basic:
+    args: {channels: 8, stride: 1, project: false, shortcut: input}
+    layers:
+      - {type: conv2d, name: conv1, out_channels: $channels, kernel_size: 3, stride: $stride, padding: 1}
+      - {type: relu, name: relu1}
+      - {type: conv2d, name: conv2, out_channels: $channels, kernel_size: 3, padding: 1}
+      - {type: conv2d, name: down, inputs: [input], out_channels: $channels, kernel_size: 1, stride: $stride, when: $project}
+      - {type: add, name: add, inputs: [conv2, $shortcut]}
+layers:
+  - {type: conv2d, name: stem, out_channels: 8, kernel_size: 3, padding: 1}
+  - {block: basic, name: stage1, repeat: 2}
+  - {block: basic, name: stage2, repeat: 2, with: {channels: 16}, first: {stride: 2, project: true, shortcut: down}}
+  - {type: global_avgpool, name: pool, inputs: [stage2]}
+  - {type: linear, name: fc, out_features: 10}
+"""
+
+
+def test_blocks_expand_to_readable_names_and_wire_the_graph():
+    result = analyze(parse_spec(BLOCKS))
+    names = [r.name for r in result.layers]
+    assert names[:6] == ["stem", "stage1_0_conv1", "stage1_0_relu1", "stage1_0_conv2", "stage1_0_add", "stage1_1_conv1"]
+    assert "stage1_0_down" not in names and "stage2_0_down" in names and "stage2_1_down" not in names
+    assert result.layer("stage1_0_conv1").inputs == ["stem"]
+    assert result.layer("stage1_0_add").inputs == ["stage1_0_conv2", "stem"]
+    assert result.layer("stage2_0_down").inputs == ["stage1_1_add"]
+    assert result.layer("stage2_0_add").inputs == ["stage2_0_conv2", "stage2_0_down"]
+    assert result.layer("stage2_1_add").inputs == ["stage2_1_conv2", "stage2_0_add"]
+    assert result.layer("pool").inputs == ["stage2_1_add"]
+    assert result.layer("stage2_1_add").output_shape == (16, 16, 16)
+
+
+def test_unknown_block_argument_in_template():
+    text = BLOCKS.replace("stride: $stride, padding: 1}", "stride: $strid, padding: 1}")
+    with pytest.raises(Exception) as caught:
+        parse_spec(text, "b.yaml")
+    first = caught.value.diagnostics[0]
+    assert first.message == "unknown block argument '$strid'"
+    assert first.hint == "did you mean 'stride'?"
+    assert (first.location.line, first.location.col) == (7, 86)
+
+
+def test_json_and_yaml_are_the_same_language():
+
+    from cnnspec.source import load_file
+
+    data = load_file(ROOT / "specs" / "simple_cnn.yaml").data
+    from_json = analyze(parse_spec(json.dumps(data, indent=1), "s.json", json_syntax=True))
+    from_yaml = analyze(parse_spec((ROOT / "specs" / "simple_cnn.yaml").read_text()))
+    assert from_json.to_dict() == from_yaml.to_dict()
+
+
+def test_json_schema_validates_shipped_specs_and_rejects_typos():
+    import jsonschema
+
+    from cnnspec.source import load_file
+
+    schema = json_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    for path in SPECS:
+        assert list(validator.iter_errors(load_file(path).data)) == [], path.name
+    bad = load_file(ROOT / "specs" / "simple_cnn.yaml").data
+    bad["layers"][0]["kernal_size"] = 3
+    assert list(validator.iter_errors(bad))
+
+
+def test_schema_command_prints_the_schema():
+    output = CliRunner().invoke(cli, ["schema"]).output
+    assert json.loads(output)["title"] == "cnnspec model spec"
+
+
+def test_catalogue_documents_every_field():
+    for entry in catalog():
+        for field in entry["fields"]:
+            assert field["description"], f"{entry['type']}.{field['name']} has no description"
+    conv = next(e for e in catalog() if e["type"] == "conv2d")
+    defaults = {f["name"]: f["default"] for f in conv["fields"]}
+    assert defaults == {"in_channels": "inferred", "out_channels": "required", "kernel_size": "required",
+                        "stride": "1", "padding": "0", "dilation": "1", "groups": "1", "bias": "true",
+                        "padding_mode": '"zeros"'}
+
+
+def test_readme_layer_reference_is_generated_from_the_classes():
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("<!-- layers:begin -->") + len("<!-- layers:begin -->\n")
+    end = readme.index("<!-- layers:end -->")
+    assert readme[start:end].strip() == render_catalog_markdown().strip(), (
+        "README's layer reference is stale: regenerate it with `cnnspec layers --format markdown`")
+
+
+def test_analyze_never_imports_torch():
+    """The analysis core stays pure Python: run the real command and look at sys.modules."""
+    code = (
+        "import sys\n"
+        "from cnnspec.cli import main\n"
+        "for args in (['analyze', 'specs/resnet50.yaml', '-f', 'json'], ['analyze', 'specs/simple_cnn.yaml'],\n"
+        "             ['analyze', 'specs/simple_cnn.yaml', '--explain'], ['validate', 'specs/simple_cnn.yaml'],\n"
+        "             ['schema'], ['layers']):\n"
+        "    try:\n"
+        "        main(args)\n"
+        "    except SystemExit as done:\n"
+        "        assert not done.code, (args, done.code)\n"
+        "heavy = sorted(m for m in ('torch', 'torchvision', 'onnx', 'onnxruntime', 'numpy', 'matplotlib') if m in sys.modules)\n"
+        "print('HEAVY', heavy, file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY []" in result.stderr

@@ -1,0 +1,286 @@
+"""Every broken spec in specs/invalid/ gets a located, actionable error, compared as a whole.
+
+The expected texts are written by hand: the numbers in them (1024 features, [16, 16, 16], the
+groups that divide 3 and 6) are worked out in the comments, not copied from the program.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cnnspec.cli import cli
+from cnnspec.errors import SpecError
+from cnnspec.spec import load_spec, parse_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+INVALID = ROOT / "specs" / "invalid"
+
+EXPECTED = {
+    "unknown_type.yaml": """\
+specs/invalid/unknown_type.yaml:5:12: error: unknown layer type 'conv2'
+    5 |   - {type: conv2, out_channels: 32, kernel_size: 3}
+      |            ^
+  expected: one of conv2d, linear, maxpool2d, avgpool2d, adaptive_avgpool2d, global_avgpool, batchnorm2d, dropout, dropout2d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, softmax, flatten, identity, add, concat
+  received: type='conv2'
+  hint: did you mean 'conv2d'?""",
+    "unknown_field.yaml": """\
+specs/invalid/unknown_field.yaml:5:5: error: conv2d layer 'conv2d_1' is missing the required field 'kernel_size'
+    5 |   - {type: conv2d, out_channels: 32, kernal_size: 3}
+      |     ^
+  expected: kernel_size: Kernel size k or [k_h, k_w].
+specs/invalid/unknown_field.yaml:5:38: error: unknown field 'kernal_size' for conv2d layer 'conv2d_1'
+    5 |   - {type: conv2d, out_channels: 32, kernal_size: 3}
+      |                                      ^
+  expected: one of name, inputs, trainable, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode
+  received: kernal_size=3
+  hint: did you mean 'kernel_size'?
+2 errors""",
+    # 28 -conv p1-> 28 -pool2-> 14 -conv p1-> 14 -pool2-> 7 -pool2 ceil-> 4: 64 * 4 * 4 = 1024
+    "wrong_in_features.yaml": """\
+specs/invalid/wrong_in_features.yaml:11:43: error: linear layer 'fc': in_features is 3136 but the input has 1024 features
+   11 |   - {type: linear, name: fc, in_features: 3136, out_features: 10}
+      |                                           ^
+  expected: in_features: 1024 (or leave it out: it is inferred)
+  received: in_features=3136""",
+    # 28 -conv p1-> 28 -pool4-> 7
+    "missing_flatten.yaml": """\
+specs/invalid/missing_flatten.yaml:7:5: error: linear layer 'fc': needs a vector input but 'pool' gives [64, 7, 7]; add a flatten layer before it
+    7 |   - {type: linear, name: fc, out_features: 10}
+      |     ^
+  expected: an input of shape [F]
+  received: pool=[64, 7, 7]
+  hint: insert {type: flatten} (or global_avgpool) before this layer""",
+    # floor((32 + 2 - 3)/2) + 1 = 16
+    "add_mismatch.yaml": """\
+specs/invalid/add_mismatch.yaml:6:41: error: add layer 'residual': needs inputs of equal shape
+    6 |   - {type: add, name: residual, inputs: [conv, input]}
+      |                                         ^
+  expected: every input with the same shape
+  received: conv=[16, 16, 16], input=[3, 32, 32]
+  hint: give the shortcut a 1x1 conv2d with the main path's out_channels and stride (a projection), as ResNet does""",
+    "concat_mismatch.yaml": """\
+specs/invalid/concat_mismatch.yaml:7:41: error: concat layer 'merge': needs feature maps of equal height and width (or all vectors)
+    7 |   - {type: concat, name: merge, inputs: [a, b]}
+      |                                         ^
+  expected: inputs [C_i, H, W] with the same H and W
+  received: a=[8, 32, 32], b=[8, 30, 30]
+  hint: pad or pool the branches so that their spatial sizes agree""",
+    # gcd(3, 6) = 3, whose divisors are 1 and 3
+    "bad_groups.yaml": """\
+specs/invalid/bad_groups.yaml:5:73: error: conv2d layer 'conv': groups=2 does not divide in_channels=3
+    5 |   - {type: conv2d, name: conv, out_channels: 6, kernel_size: 3, groups: 2}
+      |                                                                         ^
+  expected: groups dividing both in_channels (3) and out_channels (6)
+  received: groups=2, in_channels=3, out_channels=6
+  hint: groups that work here: 1, 3""",
+    # 28 -pool4-> 7 -pool4-> 1, then a 3x3 window on 1 pixel
+    "shrinks_to_zero.yaml": """\
+specs/invalid/shrinks_to_zero.yaml:7:62: error: conv2d layer 'conv': the output shrinks to zero along H: the window (3) is larger than the padded input (1 + 0)
+    7 |   - {type: conv2d, name: conv, out_channels: 8, kernel_size: 3}
+      |                                                              ^
+  expected: an effective kernel of at most 1
+  received: input H=1, kernel_size=3, stride=1, padding=0+0, dilation=1
+  hint: use a smaller kernel, add padding, or remove a downsampling layer before this one""",
+    "needs_feature_map.yaml": """\
+specs/invalid/needs_feature_map.yaml:6:5: error: conv2d layer 'conv': needs a feature map [C, H, W] but 'flat' gives the vector [784]
+    6 |   - {type: conv2d, name: conv, out_channels: 8, kernel_size: 3}
+      |     ^
+  expected: an input of shape [C, H, W]
+  received: flat=[784]
+  hint: move this layer before the flatten / global_avgpool that makes a vector""",
+    "duplicate_key.yaml": """\
+specs/invalid/duplicate_key.yaml:8:5: error: duplicate key 'out_channels'
+    8 |     out_channels: 64
+      |     ^
+  hint: each key may appear once per mapping; remove or rename one of them
+  note: first defined at line 6, column 5""",
+    "duplicate_name.yaml": """\
+specs/invalid/duplicate_name.yaml:6:26: error: duplicate layer name 'conv'
+    6 |   - {type: conv2d, name: conv, out_channels: 8, kernel_size: 3}
+      |                          ^
+  hint: layer names must be unique; rename one of them
+  note: first used at line 5""",
+    "dangling_reference.yaml": """\
+specs/invalid/dangling_reference.yaml:7:52: error: layer 'merge' refers to unknown layer 'branch_c'
+    7 |   - {type: concat, name: merge, inputs: [branch_a, branch_c]}
+      |                                                    ^
+  expected: 'input' or the name of an earlier layer
+  hint: did you mean 'branch_b'?""",
+    "forward_reference.yaml": """\
+specs/invalid/forward_reference.yaml:5:38: error: layer 'act' refers to 'conv', which is defined later (line 6)
+    5 |   - {type: relu, name: act, inputs: [conv]}
+      |                                      ^
+  hint: references may only point backwards: move this layer after it""",
+    "unsafe_tag.yaml": """\
+specs/invalid/unsafe_tag.yaml:5:5: error: unsupported YAML tag 'tag:yaml.org,2002:python/object/apply:os.system'
+    5 |   - !!python/object/apply:os.system ["echo pwned"]
+      |     ^
+  expected: plain YAML values (mappings, lists, strings, numbers, booleans)
+  hint: spec files never construct Python objects; remove the tag""",
+    "yaml_syntax.yaml": """\
+specs/invalid/yaml_syntax.yaml:4:7: error: YAML syntax error: expected ',' or '}', but got ':'
+    4 | layers:
+      |       ^
+  note: while parsing a flow mapping that starts at line 3, column 8""",
+    "json_syntax.json": """\
+specs/invalid/json_syntax.json:3:30: error: JSON syntax error: Expecting value
+    3 |  "layers": [{"type": "relu"},]}
+      |                              ^""",
+    "schema_errors.yaml": """\
+specs/invalid/schema_errors.yaml:5:47: error: out_channels must be greater than 0 (conv2d layer 'conv1')
+    5 |   - {type: conv2d, name: conv1, out_channels: 0, kernel_size: 3}
+      |                                               ^
+  expected: Number of filters (output channels).
+  received: out_channels=0
+specs/invalid/schema_errors.yaml:6:5: error: conv2d layer 'conv2' is missing the required field 'out_channels'
+    6 |   - {type: conv2d, name: conv2, kernel_size: three}
+      |     ^
+  expected: out_channels: Number of filters (output channels).
+specs/invalid/schema_errors.yaml:6:46: error: kernel_size has the wrong type (str) (conv2d layer 'conv2')
+    6 |   - {type: conv2d, name: conv2, kernel_size: three}
+      |                                              ^
+  expected: Kernel size k or [k_h, k_w].
+  received: kernel_size='three'
+specs/invalid/schema_errors.yaml:7:24: error: p must be less than or equal to 1 (dropout layer 'dropout_1')
+    7 |   - {type: dropout, p: 1.5}
+      |                        ^
+  expected: Probability of zeroing an element.
+  received: p=1.5
+4 errors""",
+    "unknown_block.yaml": """\
+specs/invalid/unknown_block.yaml:11:13: error: unknown block 'conv_bnn'
+   11 |   - {block: conv_bnn, name: stem}
+      |             ^
+  expected: one of the names under 'blocks': conv_bn
+  hint: did you mean 'conv_bn'?
+specs/invalid/unknown_block.yaml:12:42: error: block 'conv_bn' has no argument 'chanels'
+   12 |   - {block: conv_bn, name: stage, with: {chanels: 32}}
+      |                                          ^
+  expected: one of channels
+  hint: did you mean 'channels'?
+2 errors""",
+}
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cnnspec", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_every_invalid_spec_has_an_expected_message():
+    shipped = {p.name for p in INVALID.iterdir() if p.suffix in (".yaml", ".json")}
+    assert shipped == set(EXPECTED) | {"block_value.yaml"}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_invalid_spec_message(name):
+    """The whole rendered message: location, source line, caret, expected, received, hint."""
+    from cnnspec.analysis import analyze
+
+    with pytest.raises(SpecError) as caught:
+        analyze(load_spec(f"specs/invalid/{name}"))
+    assert caught.value.render() == EXPECTED[name]
+
+
+def test_error_in_block_points_at_the_use_site():
+    with pytest.raises(SpecError) as caught:
+        load_spec("specs/invalid/block_value.yaml")
+    diagnostics = caught.value.diagnostics
+    assert [(d.location.line, d.location.col) for d in diagnostics] == [(12, 63), (12, 63)]
+    assert diagnostics[0].message == "out_channels must be greater than 0 (conv2d layer 'stage_0_conv')"
+    assert diagnostics[1].note == "in block 'conv_bn' used as 'stage' at line 12, copy 1"
+
+
+@pytest.fixture(autouse=True)
+def _run_from_root(monkeypatch):
+    monkeypatch.chdir(ROOT)
+
+
+def test_cli_exits_1_with_located_error_and_no_traceback():
+    result = _cli("analyze", "specs/invalid/add_mismatch.yaml")
+    assert result.returncode == 1
+    assert result.stderr.startswith("specs/invalid/add_mismatch.yaml:6:41: error: add layer 'residual'")
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_validate_many_files_fails_if_any_is_invalid():
+    runner = CliRunner()
+    good = runner.invoke(cli, ["validate", "specs/simple_cnn.yaml"])
+    assert good.exit_code == 0 and good.output.startswith("ok  specs/simple_cnn.yaml  (10 layers, 421,642 params")
+    mixed = _cli("validate", "specs/simple_cnn.yaml", "specs/invalid/bad_groups.yaml", "specs/invalid/unknown_type.yaml")
+    assert mixed.returncode == 1
+    assert "ok  specs/simple_cnn.yaml" in mixed.stdout
+    assert "bad_groups.yaml:5:73: error" in mixed.stderr and "unknown_type.yaml:5:12: error" in mixed.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["analyze", "specs/no_such_file.yaml"], "error: no such file: specs/no_such_file.yaml"),
+    (["analyze", "specs"], "error: specs is a directory, not a spec file"),
+    (["analyze", "specs/simple_cnn.yaml", "--format", "xml"], "Invalid value for '--format'"),
+    (["layers", "conv2"], "error: unknown layer type 'conv2'\n  hint: did you mean 'conv2d'?"),
+])
+def test_usage_errors_are_messages_not_tracebacks(args, message):
+    result = _cli(*args)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_float_exponent_is_a_number_like_yaml_1_2():
+    spec = parse_spec(
+        "name: x\ninput: {channels: 1, height: 8, width: 8}\nlayers:\n"
+        "  - {type: batchnorm2d, eps: 1e-3}\n  - {type: leaky_relu, negative_slope: 2E-1}\n"
+    )
+    assert spec.nodes[0].layer.eps == 0.001
+    assert spec.nodes[1].layer.negative_slope == 0.2
+
+
+def test_missing_top_level_fields_are_all_reported():
+    with pytest.raises(SpecError) as caught:
+        parse_spec("name: 3x\nlayers: []\n", "t.yaml")
+    messages = [d.message for d in caught.value.diagnostics]
+    assert any("name must match pattern" in m for m in messages)
+    assert "the spec is missing the required field 'input'" in messages
+    assert any(m.startswith("layers must have at least 1 item") for m in messages)
+
+
+def test_a_spec_must_be_a_mapping():
+    with pytest.raises(SpecError) as caught:
+        parse_spec("- just\n- a list\n", "t.yaml")
+    assert caught.value.diagnostics[0].message == "a spec must be a mapping with name, input and layers"
+
+
+def test_wrong_arity_for_merges():
+    text = ("name: x\ninput: {channels: 1, height: 8, width: 8}\nlayers:\n"
+            "  - {type: add, inputs: [input]}\n")
+    with pytest.raises(SpecError) as caught:
+        parse_spec(text, "t.yaml")
+    assert caught.value.diagnostics[0].message == "add takes at least 2 inputs, got 1"
+
+
+def test_same_padding_with_stride_is_rejected_like_pytorch():
+    text = ("name: x\ninput: {channels: 1, height: 8, width: 8}\nlayers:\n"
+            "  - {type: conv2d, out_channels: 4, kernel_size: 3, stride: 2, padding: same}\n")
+    from cnnspec.analysis import analyze
+
+    with pytest.raises(SpecError) as caught:
+        analyze(parse_spec(text, "t.yaml"))
+    assert "padding 'same' works only with stride 1" in caught.value.diagnostics[0].message
+    assert caught.value.diagnostics[0].location.line == 4
+
+
+def test_pool_padding_over_half_the_kernel_is_rejected_like_pytorch():
+    text = ("name: x\ninput: {channels: 1, height: 8, width: 8}\nlayers:\n"
+            "  - {type: maxpool2d, kernel_size: 2, padding: 2}\n")
+    from cnnspec.analysis import analyze
+
+    with pytest.raises(SpecError) as caught:
+        analyze(parse_spec(text, "t.yaml"))
+    assert caught.value.diagnostics[0].message == (
+        "maxpool2d layer 'maxpool2d_1': padding 2 is more than half the kernel (2)")
