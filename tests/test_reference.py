@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from cnnspec.source import load_file
 
 import cnnspec
 
@@ -180,7 +180,7 @@ SIMPLE_CNN_LAYERS = [
 @functools.cache
 def simple_cnn_without_bias() -> Any:
     """SimpleCNN with ``bias: false`` on every conv and linear layer: its params are the weights."""
-    data = yaml.safe_load((SPECS / "simple_cnn.yaml").read_text(encoding="utf-8"))
+    data = load_file(SPECS / "simple_cnn.yaml").data  # cnnspec reads YAML 1.2 numbers (1e-3)
     for layer in data["layers"]:
         if layer["type"] in ("conv2d", "linear"):
             layer["bias"] = False

@@ -34,7 +34,7 @@ class LeakyReLU(Layer):
     """x if x > 0 else negative_slope * x."""
 
     type: Literal["leaky_relu"] = "leaky_relu"
-    negative_slope: float = Field(0.01, description="Slope for negative inputs.")
+    negative_slope: float = Field(0.01, strict=True, description="Slope for negative inputs.")
 
     def to_torch(self, shapes: list[Shape]) -> Any:
         import torch.nn as nn

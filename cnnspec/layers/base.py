@@ -21,7 +21,7 @@ PositiveInt = Annotated[int, Field(strict=True, gt=0)]
 NonNegativeInt = Annotated[int, Field(strict=True, ge=0)]
 Pair = PositiveInt | tuple[PositiveInt, PositiveInt]
 NonNegativePair = NonNegativeInt | tuple[NonNegativeInt, NonNegativeInt]
-Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+Probability = Annotated[float, Field(strict=True, ge=0.0, le=1.0)]
 
 
 def pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:

@@ -64,7 +64,26 @@ class Conv2d(Windowed):
                 field="padding", received=f"padding='same', stride={self.stride}",
                 hint="write the padding as a number, e.g. (kernel_size - 1) // 2",
             )
+        self._check_padding_mode(shapes)
         return (self.out_channels, *self.spatial_output(shapes))
+
+    def _check_padding_mode(self, shapes: list[Shape]) -> None:
+        """PyTorch pads with F.pad for non-zero modes: 'reflect' needs padding < the input size,
+        'circular' padding <= the input size (otherwise the forward fails, not the build)."""
+        if self.padding_mode not in ("reflect", "circular"):
+            return
+        for label, size, window in zip("HW", shapes[0][1:], self.windows()):
+            largest = max(window.pad_begin, window.pad_end)
+            limit = size - 1 if self.padding_mode == "reflect" else size
+            if largest > limit:
+                raise LayerError(
+                    f"padding_mode '{self.padding_mode}' cannot pad {largest} pixels along {label}: the input "
+                    f"is only {size} pixels",
+                    field="padding",
+                    expected=f"padding of at most {limit} along {label} with padding_mode '{self.padding_mode}'",
+                    received=f"padding={self.padding!r}, padding_mode='{self.padding_mode}', input {label}={size}",
+                    hint="use less padding, or padding_mode 'zeros' or 'replicate'",
+                )
 
     def params(self, shapes: list[Shape]) -> int:
         k_h, k_w = pair(self.kernel_size)

@@ -13,8 +13,8 @@ class BatchNorm2d(Layer):
 
     type: Literal["batchnorm2d"] = "batchnorm2d"
     num_features: PositiveInt | None = Field(None, description="Optional; inferred (the input's channels). If written it must match.")
-    eps: float = Field(1e-5, gt=0, description="Added to the variance for numerical stability.")
-    momentum: float | None = Field(0.1, ge=0, le=1, description="Running-statistics update rate; null = cumulative average.")
+    eps: float = Field(1e-5, strict=True, gt=0, description="Added to the variance for numerical stability.")
+    momentum: float | None = Field(0.1, strict=True, ge=0, le=1, description="Running-statistics update rate; null = cumulative average.")
     affine: bool = Field(True, description="Learn a scale (weight) and shift (bias) per channel.")
 
     needs = "feature_map"
