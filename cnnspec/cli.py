@@ -32,8 +32,13 @@ def cli() -> None:
 
 
 def _echo_error(error: Exception) -> None:
-    text = error.render() if isinstance(error, SpecError) else str(error)
-    click.echo(text if text.startswith(("error", "/")) or ": error:" in text.split("\n")[0] else f"error: {text}", err=True)
+    """A SpecError renders itself (``path:line:col: error: ...``); others get an ``error:`` prefix."""
+    if isinstance(error, SpecError):
+        click.echo(error.render(), err=True)
+    else:
+        text = str(error)
+        located = text.startswith("error:") or ": error: " in text.split("\n", 1)[0]
+        click.echo(text if located else f"error: {text}", err=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -157,3 +162,19 @@ def layers(layer_type: str | None, format_: str) -> None:
 
 
 # --- commands added by later stages go below (keep each command thin) --------------------------
+
+@cli.command()
+@click.argument("spec", type=click.Path(path_type=Path))
+@click.option("--format", "-f", "format_", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="Output format.")
+def summary(spec: Path, format_: str) -> None:
+    """The analysis next to the compiled module's real numbers (shapes from a forward pass, counted
+    parameters and buffers, MACs from torch's FLOP counter); exit 1 if any layer disagrees."""
+    from .analysis import analyze as run_analysis
+    from .spec import load_spec
+    from .summary import render, summarize
+
+    result = summarize(run_analysis(load_spec(spec)))
+    click.echo(render(result, format_), nl=False)
+    if not result.match:
+        raise click.exceptions.Exit(1)

@@ -1,0 +1,668 @@
+"""The compiler's fidelity: what the analyzer predicts is what the built torch module has and does.
+
+Every file in specs/ (not specs/invalid/) enrols itself. For each one, a real forward pass with
+forward hooks gives every layer's output shape, FlopCounterMode gives every layer's MACs (it counts
+2 FLOPs per multiply-accumulate of conv and linear), and the submodules' tensors give the
+parameter, trainable and buffer counts; all must equal the analysis. Hypothesis does the same for
+random valid sequential specs. The receptive field is measured by back-propagating one output unit
+through the network with positive weights and max-pooling replaced by average pooling: the
+non-zero extent of the input gradient is the field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import subprocess
+import sys
+import weakref
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import cnnspec
+from cnnspec.analysis import Analysis, analyze
+from cnnspec.compile import CompiledModel, build_model, make_plan
+from cnnspec.errors import SpecError
+from cnnspec.graph import MODEL_INPUT
+from cnnspec.spec import load_spec, parse_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC_FILES = sorted(
+    path for pattern in ("*.yaml", "*.yml", "*.json") for path in (ROOT / "specs").glob(pattern)
+)  # glob is not recursive: specs/invalid/ stays out
+BIG_MACS = 500_000_000  # above this a spec runs at batch 1 (2 CPU cores in CI)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: the machine's two cores are shared, and the timings stay predictable."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@lru_cache(maxsize=None)
+def analysis_of(path: Path) -> Analysis:
+    return analyze(load_spec(path))
+
+
+def analysis_of_text(text: str) -> Analysis:
+    return analyze(parse_spec(text))
+
+
+# --- observing the module --------------------------------------------------------------------
+
+def observe(model: CompiledModel, batch_size: int) -> tuple[dict[str, tuple[int, ...]], dict[str, int], int]:
+    """One forward (eval, no grad) on a random batch: each layer's output shape (with the batch), its
+    FLOPs, and the total FLOPs. On the way, check with weak references that every tensor the plan
+    has released is gone, unless it shares memory with a tensor still needed (a flatten is a view
+    of its input, dropout in eval returns its input): without autograd nothing else holds it."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    alive: dict[str, weakref.ref] = {}
+    released: set[str] = {MODEL_INPUT}
+    leaks: list[str] = []
+    x = torch.rand(batch_size, *model.input_shape)  # held here, so whatever shares it stays alive
+
+    def storage(name: str) -> int | None:
+        tensor = alive[name]()
+        return None if tensor is None else tensor.untyped_storage().data_ptr()
+
+    def hook_for(index: int, name: str):
+        def hook(module: nn.Module, inputs, output: torch.Tensor) -> None:
+            shapes[name] = tuple(output.shape)
+            alive[name] = weakref.ref(output)
+            if index:
+                released.update(model.plan[index - 1].release)
+            needed = {storage(other) for other in alive if other not in released} | {x.untyped_storage().data_ptr()}
+            leaks.extend(f"{gone} alive at {name}" for gone in released - {MODEL_INPUT}
+                         if storage(gone) is not None and storage(gone) not in needed)
+
+        return hook
+
+    handles = [model.get_submodule(step.name).register_forward_hook(hook_for(index, step.name))
+               for index, step in enumerate(model.plan)]
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert not leaks
+    counts = counter.get_flop_counts()
+    flops = {step.name: sum(counts.get(f"CompiledModel.{step.name}", {}).values()) for step in model.plan}
+    return shapes, flops, counter.get_total_flops()
+
+
+def assert_fidelity(analysis: Analysis, batch_size: int) -> None:
+    """Per layer: output shape, params, trainable params, buffers and MACs of the module == analysis."""
+    model = build_model(analysis).eval()
+    shapes, flops, total_flops = observe(model, batch_size)
+    for report in analysis.layers:
+        module = model.get_submodule(report.name)
+        parameters = list(module.parameters())
+        assert shapes[report.name] == (batch_size, *report.output_shape), report.name
+        assert sum(p.numel() for p in parameters) == report.params, report.name
+        assert sum(p.numel() for p in parameters if p.requires_grad) == report.trainable_params, report.name
+        assert sum(b.numel() for b in module.buffers()) == report.buffers, report.name
+        assert flops[report.name] == 2 * batch_size * report.macs, report.name
+    totals = analysis.totals()
+    assert total_flops == 2 * batch_size * totals["macs"]
+    assert sum(p.numel() for p in model.parameters()) == totals["params"]
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == totals["trainable_params"]
+    assert sum(b.numel() for b in model.buffers()) == totals["buffers"]
+    names = {report.name for report in analysis.layers}
+    assert {key.split(".")[0] for key in model.state_dict()} <= names  # keys read like the spec
+
+
+def test_spec_files_were_found():
+    assert ROOT / "specs" / "simple_cnn.yaml" in SPEC_FILES
+    assert not [path for path in SPEC_FILES if "invalid" in path.parts]
+
+
+@pytest.mark.parametrize("path", SPEC_FILES, ids=lambda path: path.name)
+def test_module_matches_analysis(path: Path):
+    analysis = analysis_of(path)
+    assert_fidelity(analysis, 1 if analysis.totals()["macs"] > BIG_MACS else 2)
+
+
+@pytest.mark.parametrize("path", SPEC_FILES, ids=lambda path: path.name)
+def test_plan_releases_every_intermediate_once_after_its_last_use(path: Path):
+    analysis = analysis_of(path)
+    plan = make_plan(analysis)  # the plan alone: no weights needed
+    released = [name for step in plan for name in step.release]
+    output = analysis.layers[-1].name
+    assert sorted(released) == sorted([MODEL_INPUT, *(r.name for r in analysis.layers if r.name != output)])
+    position = {step.name: index for index, step in enumerate(plan)}
+    for index, step in enumerate(plan):
+        for name in step.release:
+            readers = [i for i, later in enumerate(plan) if name in later.inputs]
+            assert index == max(readers, default=position.get(name)), name
+
+
+def test_simple_cnn_state_dict_reads_like_the_spec():
+    model = cnnspec.build_model(ROOT / "specs" / "simple_cnn.yaml")  # the public API takes a path
+    assert list(model.state_dict()) == [
+        "conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias",
+    ]
+    assert tuple(model(torch.rand(3, 1, 28, 28)).shape) == (3, 10)
+
+
+# --- layer semantics that are easy to get wrong -----------------------------------------------
+
+def one_conv(padding: str, kernel: int, dilation: int = 1, size: int = 7) -> tuple[CompiledModel, Analysis]:
+    analysis = analysis_of_text(f"""
+name: one_conv
+input: {{channels: 1, height: {size}, width: {size + 2}}}
+layers:
+  - {{type: conv2d, name: conv, out_channels: 2, kernel_size: {kernel}, padding: {padding}, dilation: {dilation}}}
+""")
+    return build_model(analysis), analysis
+
+
+@pytest.mark.parametrize("kernel,dilation", [(2, 1), (4, 1), (4, 3), (3, 2)])
+def test_padding_same_pads_the_extra_pixel_at_the_bottom_and_right(kernel: int, dilation: int):
+    model, analysis = one_conv("same", kernel, dilation)
+    x = torch.rand(2, 1, 7, 9)
+    total = dilation * (kernel - 1)
+    padded = F.pad(x, (total // 2, total - total // 2, total // 2, total - total // 2))
+    expected = F.conv2d(padded, model.conv.weight, model.conv.bias, dilation=dilation)
+    assert analysis.output_shape == (2, 7, 9)
+    torch.testing.assert_close(model(x), expected)
+
+
+@pytest.mark.parametrize("kernel,dilation", [(3, 1), (2, 1), (3, 2)])
+def test_padding_full_pads_dilation_times_kernel_minus_one(kernel: int, dilation: int):
+    model, analysis = one_conv("full", kernel, dilation)
+    x = torch.rand(1, 1, 7, 9)
+    total = dilation * (kernel - 1)
+    expected = F.conv2d(x, model.conv.weight, model.conv.bias, padding=total, dilation=dilation)
+    assert analysis.output_shape == (2, 7 + total, 9 + total)
+    torch.testing.assert_close(model(x), expected)
+
+
+def test_trainable_false_freezes_exactly_what_the_analysis_calls_non_trainable():
+    analysis = analysis_of_text("""
+name: frozen
+input: {channels: 3, height: 8, width: 8}
+layers:
+  - {type: conv2d, name: stem, out_channels: 4, kernel_size: 3, trainable: false}
+  - {type: batchnorm2d, name: stem_bn, trainable: false}
+  - {type: relu, name: relu}
+  - {type: conv2d, name: head, out_channels: 2, kernel_size: 1}
+  - {type: global_avgpool, name: pool}
+""")
+    model = build_model(analysis)
+    model(torch.rand(2, 3, 8, 8)).sum().backward()
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    assert frozen == {"stem.weight", "stem.bias", "stem_bn.weight", "stem_bn.bias"}
+    assert all(p.grad is None for name, p in model.named_parameters() if name in frozen)
+    assert model.head.weight.grad is not None
+    totals = analysis.totals()
+    assert totals["non_trainable_params"] == 4 * 3 * 9 + 4 + 2 * 4
+    assert totals["trainable_params"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def test_a_layer_named_like_a_module_attribute_is_refused_with_its_location():
+    spec = parse_spec("""name: clash
+input: {channels: 1, height: 4, width: 4}
+layers:
+  - {type: relu, name: training}
+""", "clash.yaml")
+    with pytest.raises(SpecError) as caught:
+        build_model(spec)
+    text = caught.value.render()
+    assert text.startswith("clash.yaml:4:")
+    assert "layer name 'training' is also the name of an attribute of torch.nn.Module" in text
+
+
+def test_building_changes_no_global_state():
+    """No reseeding, no default-dtype or grad-mode change; weights come from the caller's generator
+    state, so a seeded build is reproducible."""
+    dtype, grad = torch.get_default_dtype(), torch.is_grad_enabled()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1234)
+        first = build_model(ROOT / "specs" / "simple_cnn.yaml").state_dict()
+        assert torch.initial_seed() == 1234  # nobody called manual_seed in between
+        torch.manual_seed(1234)
+        second = build_model(ROOT / "specs" / "simple_cnn.yaml").state_dict()
+    assert all(torch.equal(first[key], second[key]) for key in first)
+    assert (torch.get_default_dtype(), torch.is_grad_enabled()) == (dtype, grad)
+
+
+# --- graphs, tracing, memory formats, DDP ----------------------------------------------------
+
+GRAPH_SPEC = """
+name: graph
+input: {channels: 3, height: 15, width: 15}
+layers:
+  - {type: conv2d, name: stem, out_channels: 8, kernel_size: 3, padding: 1}
+  - {type: batchnorm2d, name: stem_bn}
+  - {type: relu, name: stem_relu}
+  - {type: conv2d, name: left, out_channels: 8, kernel_size: 2, padding: same}
+  - {type: maxpool2d, name: right, inputs: [stem_relu], kernel_size: 3, stride: 1, padding: 1}
+  - {type: add, name: sum, inputs: [left, right, stem_relu]}
+  - {type: conv2d, name: squeeze, out_channels: 4, kernel_size: 1}
+  - {type: concat, name: cat, inputs: [squeeze, sum]}
+  - {type: avgpool2d, name: pool, kernel_size: 3, stride: 2, ceil_mode: true, count_include_pad: false, padding: 1}
+  - {type: adaptive_avgpool2d, name: cells, output_size: [3, 5]}
+  - {type: flatten, name: flatten}
+  - {type: dropout, name: drop, p: 0.2}
+  - {type: linear, name: fc, out_features: 6}
+  - {type: softmax, name: probabilities}
+"""
+
+
+def graph_model() -> CompiledModel:
+    torch.manual_seed(0)
+    return build_model(parse_spec(GRAPH_SPEC)).eval()
+
+
+def test_graph_model_runs_and_matches_a_hand_written_forward():
+    model = graph_model()
+    x = torch.rand(2, 3, 15, 15)
+    stem = torch.relu(model.stem_bn(model.stem(x)))
+    total = model.left(stem) + model.right(stem) + stem
+    cat = torch.cat([model.squeeze(total), total], dim=1)
+    hand = torch.softmax(model.fc(model.cells(model.pool(cat)).flatten(1)), dim=1)
+    torch.testing.assert_close(model(x), hand)
+    assert_fidelity(analysis_of_text(GRAPH_SPEC), 2)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:FutureWarning")  # still what the legacy ONNX exporter uses
+def test_forward_traces_without_data_dependent_python():
+    model = graph_model()
+    x = torch.rand(2, 3, 15, 15)
+    traced = torch.jit.trace(model, x)
+    other = torch.rand(2, 3, 15, 15)
+    torch.testing.assert_close(traced(other), model(other))
+    exported = torch.export.export(model, (x,))
+    torch.testing.assert_close(exported.module()(other), model(other))
+
+
+def test_channels_last_gives_the_same_output():
+    model = graph_model()
+    x = torch.rand(2, 3, 15, 15)
+    expected = model(x)
+    model = model.to(memory_format=torch.channels_last)
+    torch.testing.assert_close(model(x.to(memory_format=torch.channels_last)), expected)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_distributed_data_parallel_runs_the_graph_and_reduces_every_gradient():
+    import torch.distributed as dist
+
+    model = graph_model().train()
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    try:
+        ddp = nn.parallel.DistributedDataParallel(model)  # find_unused_parameters=False: all must be used
+        optimizer = torch.optim.SGD(ddp.parameters(), lr=0.1)
+        for _ in range(2):  # a parameter without gradient fails the second iteration
+            optimizer.zero_grad()
+            torch.log(ddp(torch.rand(4, 3, 15, 15))[:, 0]).mean().neg().backward()
+            optimizer.step()
+        assert all(p.grad is not None for p in model.parameters())
+    finally:
+        dist.destroy_process_group()
+
+
+# --- hypothesis: random valid sequential specs -------------------------------------------------
+
+def pairs(values: st.SearchStrategy) -> st.SearchStrategy:
+    """A number or an [h, w] pair."""
+    return st.one_of(values, st.lists(values, min_size=2, max_size=2))
+
+
+def conv_layer(channels: int) -> st.SearchStrategy:
+    divisors = [g for g in range(1, channels + 1) if channels % g == 0]
+    return st.builds(
+        lambda groups, multiple, **rest: {"type": "conv2d", "groups": groups, "out_channels": groups * multiple, **rest},
+        groups=st.sampled_from(divisors), multiple=st.integers(1, 3),
+        kernel_size=pairs(st.integers(1, 5)), stride=pairs(st.integers(1, 3)), dilation=pairs(st.integers(1, 3)),
+        padding=st.one_of(pairs(st.integers(0, 3)), st.sampled_from(["valid", "same", "full"])),
+        bias=st.booleans(), trainable=st.booleans(),
+        padding_mode=st.sampled_from(["zeros", "zeros", "reflect", "replicate", "circular"]),
+    )
+
+
+def pool_layer() -> st.SearchStrategy:
+    common = dict(kernel_size=pairs(st.integers(1, 4)), stride=st.one_of(st.none(), pairs(st.integers(1, 3))),
+                  padding=pairs(st.integers(0, 2)), ceil_mode=st.booleans())
+    return st.one_of(
+        st.builds(lambda **kw: {"type": "maxpool2d", **kw}, dilation=pairs(st.integers(1, 2)), **common),
+        st.builds(lambda **kw: {"type": "avgpool2d", **kw}, count_include_pad=st.booleans(), **common),
+        st.builds(lambda size: {"type": "adaptive_avgpool2d", "output_size": size}, pairs(st.integers(1, 6))),
+    )
+
+
+def pointwise_layer() -> st.SearchStrategy:
+    return st.one_of(
+        st.builds(lambda affine, trainable: {"type": "batchnorm2d", "affine": affine, "trainable": trainable},
+                  st.booleans(), st.booleans()),
+        st.sampled_from(["relu", "relu6", "leaky_relu", "sigmoid", "tanh", "gelu", "silu", "softmax", "identity"])
+        .map(lambda kind: {"type": kind}),
+        st.builds(lambda kind, p: {"type": kind, "p": p}, st.sampled_from(["dropout", "dropout2d"]),
+                  st.floats(0, 0.9)),
+    )
+
+
+def spec_text(input_: dict, layers: list[dict]) -> str:
+    return json.dumps({"name": "random", "input": input_, "layers": layers})
+
+
+@st.composite
+def sequential_specs(draw) -> str:
+    """A valid sequential spec: each drawn layer is kept only if the analyzer accepts it (so the
+    shapes stay legal), then an optional head (flatten or global_avgpool, then linear)."""
+    input_ = {"channels": draw(st.integers(1, 4)), "height": draw(st.integers(4, 20)), "width": draw(st.integers(4, 20))}
+    layers: list[dict] = []
+    shape = (input_["channels"], input_["height"], input_["width"])
+    for _ in range(draw(st.integers(1, 6))):
+        layer = draw(st.one_of(conv_layer(shape[0]), pool_layer(), pointwise_layer()))
+        try:
+            shape = analysis_of_text(spec_text(input_, [*layers, layer])).output_shape
+        except SpecError:
+            continue
+        layers.append(layer)
+    head = draw(st.sampled_from(["none", "flatten", "global_avgpool"]))
+    if head != "none" or not layers:
+        layers.append({"type": "flatten" if head == "none" else head})
+        layers.append({"type": "linear", "out_features": draw(st.integers(1, 7)), "bias": draw(st.booleans())})
+    return spec_text(input_, layers)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sequential_specs())
+def test_random_sequential_specs_match_torch(text: str):
+    assert_fidelity(analysis_of_text(text), 2)
+
+
+# --- receptive field against a gradient measurement -------------------------------------------
+
+class WindowSum(nn.Module):
+    """Stands in for a max-pool when measuring fields: the sum of every tap of each window (same
+    kernel, stride, padding, dilation and ceil_mode output size), so every tap gets gradient."""
+
+    def __init__(self, pool: nn.MaxPool2d, out_size: tuple[int, int]):
+        super().__init__()
+        self.kernel = nn.modules.utils._pair(pool.kernel_size)
+        self.stride = nn.modules.utils._pair(pool.stride)
+        self.padding = nn.modules.utils._pair(pool.padding)
+        self.dilation = nn.modules.utils._pair(pool.dilation)
+        self.out_size = out_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        reach = [(o - 1) * s + d * (k - 1) + 1 for o, s, d, k in zip(self.out_size, self.stride, self.dilation, self.kernel)]
+        extra = [max(0, r - size - p) for r, size, p in zip(reach, x.shape[2:], self.padding)]
+        x = F.pad(x, (self.padding[1], extra[1], self.padding[0], extra[0]))
+        total = 0
+        for i in range(self.kernel[0]):
+            for j in range(self.kernel[1]):
+                rows = slice(i * self.dilation[0], i * self.dilation[0] + (self.out_size[0] - 1) * self.stride[0] + 1, self.stride[0])
+                cols = slice(j * self.dilation[1], j * self.dilation[1] + (self.out_size[1] - 1) * self.stride[1] + 1, self.stride[1])
+                total = total + x[:, :, rows, cols]
+        return total / (self.kernel[0] * self.kernel[1])
+
+
+def measurable_layer(analysis: Analysis) -> int | None:
+    """Index of the last layer with a receptive field whose field does not depend on the input size,
+    i.e. that is not an adaptive pooling and has none upstream (its windows change with the size)."""
+    adaptive: set[str] = set()
+    chosen = None
+    for index, report in enumerate(analysis.layers):
+        if report.type == "adaptive_avgpool2d" or any(name in adaptive for name in report.inputs):
+            adaptive.add(report.name)
+        elif report.receptive_field is not None:
+            chosen = index
+    return chosen
+
+
+def positive_weights(model: CompiledModel) -> None:
+    """Weights uniform in [0.5, 1.5] / fan_in (activations stay near 1, nothing saturates or
+    underflows), biases 0.1, BatchNorm in eval with running variance set on the fly to the mean
+    square of its input (so residual sums do not grow past ReLU6's cap), dropout off."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d):
+                fan_in = module.weight[0].numel()
+                module.weight.copy_((torch.rand(module.weight.shape, generator=generator) + 0.5) / fan_in)
+            if isinstance(module, nn.BatchNorm2d):
+                module.register_forward_pre_hook(calibrate_batchnorm)
+                if module.affine:
+                    module.weight.fill_(1.0)
+            if getattr(module, "bias", None) is not None and isinstance(module.bias, torch.Tensor):
+                module.bias.fill_(0.1)
+    model.eval().requires_grad_(False)
+
+
+def calibrate_batchnorm(module: nn.BatchNorm2d, inputs: tuple[torch.Tensor]) -> None:
+    square = inputs[0].detach().pow(2).mean((0, 2, 3))
+    module.running_mean.zero_()
+    module.running_var.copy_(square.clamp_min(1e-6))
+
+
+def replace_max_pools(model: CompiledModel, analysis: Analysis, growth: tuple[int, int]) -> None:
+    """Swap each max-pool for average pooling over the same windows (nn.AvgPool2d when it has no
+    dilation, else WindowSum). ``growth`` is how many pixels larger the measured image is; each pool's
+    output grows by that over the pool's jump (a whole number: growth is a multiple of every jump)."""
+    for report in analysis.layers:
+        if report.type != "maxpool2d":
+            continue
+        pool = model.get_submodule(report.name)
+        if pool.dilation in (1, (1, 1)):
+            replacement = nn.AvgPool2d(pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode)
+        else:
+            field = report.receptive_field
+            out = (report.output_shape[1] + int(growth[0] // field.height.jump),
+                   report.output_shape[2] + int(growth[1] // field.width.jump))
+            replacement = WindowSum(pool, out)
+        setattr(model, report.name, replacement)
+
+
+def fitting_unit(size: float, jump: float, start: float, length: int, extra_units: int) -> tuple[int, int]:
+    """The first unit i whose field [start + i*jump -/+ (size-1)/2] lies inside the image, plus
+    ``extra_units`` (to tell start from jump), and the image length needed: the native one or
+    native + m*jump (m integer, so every branch's size grows by whole units)."""
+    half = (size - 1) / 2
+    unit = max(0, math.ceil((half - start) / jump)) + extra_units
+    needed = start + unit * jump + half + 1
+    grow = max(0, math.ceil((needed - length) / jump))
+    return unit, length + int(grow * jump)
+
+
+def measured_extent(gradient: torch.Tensor) -> tuple[tuple[int, int], tuple[int, int]]:
+    mass = gradient.abs().sum(dim=(0, 1))
+    rows = torch.nonzero(mass.sum(dim=1)).flatten()
+    cols = torch.nonzero(mass.sum(dim=0)).flatten()
+    return (int(rows.min()), int(rows.max())), (int(cols.min()), int(cols.max()))
+
+
+def field_measurement(analysis: Analysis, max_pixels: int | None = None):
+    """Back-propagate one unit of the last measurable layer; return (expected, measured), each as
+    ((size_h, size_w), (centre_h, centre_w)), or None when no layer has a measurable field (or the
+    image it needs is larger than ``max_pixels`` per side).
+
+    Only the layers up to the measured one are built (no classifier whose size depends on the input),
+    and the image is enlarged by whole jumps until the unit's field fits inside it unclipped (the
+    field itself does not depend on the input size)."""
+    target = measurable_layer(analysis)
+    if target is None:
+        return None
+    field = analysis.layers[target].receptive_field
+    _, height, width = analysis.input_shape
+    unit_h, height_needed = fitting_unit(field.height.size, field.height.jump, field.height.start, height, 0)
+    unit_w, width_needed = fitting_unit(field.width.size, field.width.jump, field.width.start, width, 1)
+    if max_pixels is not None and max(height_needed, width_needed) > max_pixels:
+        return None
+    prefix = Analysis(analysis.spec, analysis.layers[: target + 1])
+    model = CompiledModel(analysis.spec, prefix)
+    replace_max_pools(model, prefix, (height_needed - height, width_needed - width))
+    for report in prefix.layers:  # a softmax over one channel is the constant 1: no gradient
+        if report.type == "softmax" and report.input_shapes[0][0] == 1:
+            setattr(model, report.name, nn.Identity())
+    positive_weights(model)
+    generator = torch.Generator().manual_seed(1)
+    x = (torch.rand(1, analysis.input_shape[0], height_needed, width_needed, generator=generator) + 0.5)
+    x.requires_grad_(True)
+    output = model(x)
+    assert output.shape[2] > unit_h and output.shape[3] > unit_w
+    # every channel of the unit (a concat's channel sees one branch only), weighted at random so
+    # that a softmax over channels does not sum to a constant
+    channel_weights = torch.rand(output.shape[1], generator=generator) + 0.5
+    (output[0, :, unit_h, unit_w] * channel_weights).sum().backward()
+    (low_h, high_h), (low_w, high_w) = measured_extent(x.grad)
+    expected = ((field.height.size, field.width.size),
+                (field.height.start + unit_h * field.height.jump, field.width.start + unit_w * field.width.jump))
+    measured = ((high_h - low_h + 1, high_w - low_w + 1), ((low_h + high_h) / 2, (low_w + high_w) / 2))
+    return expected, measured
+
+
+@pytest.mark.parametrize("path", SPEC_FILES, ids=lambda path: path.name)
+def test_receptive_field_equals_the_gradient_measurement(path: Path):
+    """The last layer with a fixed field (resnets: the last block's output, before the adaptive pool;
+    vgg16: pool5). The deep ImageNet models are measured on a 448-544 pixel image at batch 1 with
+    only the input's gradient computed (a few seconds on one core)."""
+    analysis = analysis_of(path)
+    result = field_measurement(analysis)
+    if result is None:  # no feature map with a fixed field: then no layer may claim a field
+        assert all(report.receptive_field is None for report in analysis.layers)
+        return
+    expected, measured = result
+    assert measured == expected
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sequential_specs())
+def test_random_sequential_receptive_fields_equal_the_gradient_measurement(text: str):
+    """Dilation, even kernels with 'same', 'full', ceil_mode, dilated max-pools: none of them in the
+    shipped specs. Fields that need an image over 160 pixels are left to the shipped specs."""
+    result = field_measurement(analysis_of_text(text), max_pixels=160)
+    event("measured" if result else "not measured (no fixed field, or image > 160 px)")
+    if result is not None:
+        expected, measured = result
+        assert measured == expected
+
+
+@pytest.mark.parametrize("size,cells", [(12, 3), (10, 4), (7, 3), (5, 7)])
+def test_adaptive_pooling_field_is_exact_when_divisible_and_bounded_otherwise(size: int, cells: int):
+    """n divisible by m: every cell is a k = s = n/m window. Otherwise the cells differ; the analysis
+    reports the largest cell's field, the mean step n/m as jump, and cell 0's centre as start."""
+    analysis = analysis_of_text(f"""
+name: adaptive
+input: {{channels: 1, height: {size}, width: {size}}}
+layers:
+  - {{type: adaptive_avgpool2d, name: cells, output_size: {cells}}}
+""")
+    model = build_model(analysis)
+    field = analysis.layers[-1].receptive_field.height
+    sizes = []
+    for unit in range(cells):
+        x = torch.ones(1, 1, size, size, requires_grad=True)
+        model(x)[0, 0, unit, unit].backward()
+        (low, high), _ = measured_extent(x.grad)
+        sizes.append(high - low + 1)
+        if unit == 0:
+            assert (low + high) / 2 == field.start
+    assert max(sizes) == field.size
+    assert field.jump == size / cells
+    if size % cells == 0:
+        assert set(sizes) == {field.size}
+
+
+@pytest.mark.parametrize("count_include_pad,corner", [(True, 4 / 9), (False, 1.0)])
+def test_count_include_pad_decides_the_divisor_at_the_border(count_include_pad: bool, corner: float):
+    model = build_model(parse_spec(f"""
+name: average
+input: {{channels: 1, height: 4, width: 4}}
+layers:
+  - {{type: avgpool2d, kernel_size: 3, stride: 1, padding: 1, count_include_pad: {str(count_include_pad).lower()}}}
+"""))
+    output = model(torch.ones(1, 1, 4, 4))
+    assert output[0, 0, 0, 0].item() == pytest.approx(corner)
+    assert output[0, 0, 1, 1].item() == pytest.approx(1.0)
+
+
+def test_dead_branches_are_named_for_ddp_and_released_at_once():
+    model = build_model(parse_spec("""
+name: dead
+input: {channels: 1, height: 6, width: 6}
+layers:
+  - {type: conv2d, name: conv, out_channels: 2, kernel_size: 3}
+  - {type: conv2d, name: probe, out_channels: 2, kernel_size: 1}
+  - {type: relu, name: relu, inputs: [conv]}
+"""))
+    assert model.unused_layers == ["probe"]
+    assert model.plan[1].release == ("probe",)
+    assert tuple(model(torch.rand(2, 1, 6, 6)).shape) == (2, 2, 4, 4)
+
+
+# --- cnnspec summary -------------------------------------------------------------------------
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """The real command in a fresh process (exit code and stderr as a user sees them)."""
+    return subprocess.run([sys.executable, "-m", "cnnspec", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+
+
+def invoke(*args: str):
+    """The command in this process (torch is already imported here: a subprocess would pay for it again)."""
+    from click.testing import CliRunner
+
+    from cnnspec.cli import cli
+
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_summary_command_agrees_for_a_graph_spec():
+    done = invoke("summary", str(ROOT / "specs" / "inception_block.yaml"), "--format", "json")
+    assert done.exit_code == 0, done.output
+    data = json.loads(done.output)
+    assert data["match"] is True and data["batch_size"] == 1
+    assert [row["name"] for row in data["layers"]] == [r.name for r in analysis_of(ROOT / "specs" / "inception_block.yaml").layers]
+    fc = data["layers"][-1]
+    assert fc["analysis"] == fc["module"] == {
+        "output_shape": [10], "params": 1290, "trainable_params": 1290, "buffers": 0, "macs": 1280}
+
+
+def test_summary_table_for_the_chapter_model():
+    done = invoke("summary", str(ROOT / "specs" / "simple_cnn.yaml"))
+    assert done.exit_code == 0, done.output
+    assert "every layer matches" in done.output
+    assert "│ fc1 " in done.output and "401,536" in done.output and "4,241,152" in done.output
+
+
+def test_summary_of_a_missing_file_is_a_one_line_error():
+    done = run_cli("summary", "specs/no_such_spec.yaml")
+    assert done.returncode == 1
+    assert "no such file: specs/no_such_spec.yaml" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_summary_reports_each_disagreement():
+    """A module that is not what the analysis describes (built from an edited spec) is caught."""
+    from cnnspec.summary import render, summarize
+
+    text = (ROOT / "specs" / "simple_cnn.yaml").read_text()
+    edited = text.replace("name: conv2, out_channels: 64", "name: conv2, out_channels: 32")
+    assert edited != text
+    result = summarize(analysis_of(ROOT / "specs" / "simple_cnn.yaml"), build_model(parse_spec(edited)))
+    assert not result.match
+    wrong = {row.name: row.mismatches() for row in result.rows if not row.match}
+    assert wrong["conv2"] == ["output_shape", "params", "trainable_params", "macs"]
+    assert wrong["fc1"] == ["params", "trainable_params", "macs"]  # 32*7*7 inputs instead of 64*7*7
+    assert "conv2" in render(result, "table") and "18,496 != 9,248" in render(result, "table")
+    assert json.loads(render(result, "json"))["match"] is False
