@@ -12,11 +12,20 @@ A checkpoint is a plain dict saved with ``torch.save`` and read back with
     optimizer         optimizer state_dict or None
     scheduler         scheduler state_dict or None
     epoch             int   epochs completed
-    rng               dict  {"torch": ByteTensor, "python": tuple, "numpy": ByteTensor-encoded or None}
+    rng               dict  {"torch": ByteTensor, "python": tuple, "numpy": dict of tensors/ints or None,
+                             "cuda": [ByteTensor] or None}  (``capture_rng`` / ``restore_rng``)
     metrics           list of per-epoch metric dicts (as in metrics.jsonl)
     best_eval_accuracy float or None
     dataset           {"name": str, "mean": [float], "std": [float], "labels": [str], "input_shape": [C, H, W]}
     train_config      dict of the resolved training options
+
+Added by ``cnnspec train`` (version 1 readers ignore unknown keys):
+
+    scaler            torch.amp.GradScaler state_dict (fp16 on CUDA) or None
+    world_size        int   processes that trained it (DDP)
+
+Every value is a tensor or a plain Python container of str/int/float/bool/None, which is what
+``weights_only=True`` accepts.
 """
 
 from __future__ import annotations
@@ -80,6 +89,57 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, An
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a cnnspec checkpoint (no '{FORMAT}' format marker)")
     return payload
+
+
+def capture_rng() -> dict[str, Any]:
+    """Every random-number state a training step can consume, in weights_only-safe types: torch's
+    CPU generator, Python's ``random``, NumPy's global generator, and each CUDA device's."""
+    import random
+
+    import torch
+
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": None, "cuda": None}
+    try:
+        import numpy as np
+    except ImportError:  # numpy is optional for cnnspec itself
+        np = None
+    if np is not None:
+        kind, keys, position, has_gauss, cached = np.random.get_state()
+        state["numpy"] = {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(position),
+                          "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Put back the states ``capture_rng`` took (missing parts are left alone)."""
+    import random
+
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    if state.get("python") is not None:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if state.get("numpy") is not None:
+        import numpy as np
+
+        saved = state["numpy"]
+        np.random.set_state((saved["kind"], saved["keys"].numpy().astype(np.uint32), saved["pos"],
+                             saved["has_gauss"], saved["cached_gaussian"]))
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        if len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete temp files that a killed ``atomic_write_bytes`` left behind (``.<name>.*.tmp``)."""
+    removed = []
+    for leftover in Path(folder).glob(".*.tmp"):
+        leftover.unlink(missing_ok=True)
+        removed.append(leftover)
+    return removed
 
 
 def check_spec(payload: dict[str, Any], spec: Any, path: str | Path = "checkpoint") -> None:

@@ -178,3 +178,37 @@ def summary(spec: Path, format_: str) -> None:
     click.echo(render(result, format_), nl=False)
     if not result.match:
         raise click.exceptions.Exit(1)
+
+
+# --- training (cnnspec/train.py, cnnspec/data.py; torch is imported there) ----------------------
+
+@cli.command("train")
+@click.argument("spec", type=click.Path(path_type=Path))
+@click.option("--dataset", "-d", default=None,
+              help="mnist, fashion_mnist, cifar10, imagefolder or mnist_sample (built in).  [default: the spec's train.dataset]")
+@click.option("--data-dir", default=None, help="Folder holding the dataset's files.  [default: data]")
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path),
+              help="Run directory: spec.yaml, metrics.jsonl, last.pt, best.pt.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Passes over the training set.  [default: 3]")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per step (per process).  [default: 64]")
+@click.option("--optimizer", type=click.Choice(["adam", "adamw", "sgd"]), default=None, help="[default: adam]")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate.  [default: 0.001]")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=None, help="[default: 0]")
+@click.option("--momentum", type=click.FloatRange(min=0), default=None, help="SGD momentum.  [default: 0.9]")
+@click.option("--scheduler", type=click.Choice(["none", "cosine", "step", "onecycle"]), default=None,
+              help="Learning-rate schedule, stepped every batch.  [default: none]")
+@click.option("--seed", type=int, default=None, help="Seed of weights, data order and dropout.  [default: 0]")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=None,
+              help="auto: cuda, then mps, then cpu.  [default: auto]")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Processes decoding imagefolder images at load time.  [default: 0]")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=None,
+              help="auto: bf16/fp16 mixed on CUDA, bf16 mixed on CPUs with native bf16, else fp32.  [default: auto]")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
+@click.option("--download", is_flag=True, help="Download a torchvision dataset into --data-dir if missing.")
+def train_command(spec: Path, out: Path, resume: bool, download: bool, **flags: object) -> None:
+    """Train a spec's model; flags override the spec's train: section. Multi-process with
+    `torchrun --nproc_per_node=N -m cnnspec train ...` (DDP)."""
+    from .train import train
+
+    train(spec, out, resume=resume, download=download, **flags)

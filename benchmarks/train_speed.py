@@ -1,0 +1,146 @@
+"""The chapter's MNIST training loop against ``cnnspec train``, same data, model, batch and epochs.
+
+One run measures, on this machine, side by side:
+
+- baseline: the chapter's own loop, written as the chapter writes it: torchvision's MNIST dataset
+  with ``transforms.ToTensor()`` + ``Normalize((0.1307,), (0.3081,))`` applied per item, a
+  ``DataLoader(batch_size=64, shuffle=True)``, the SimpleCNN as a plain ``nn.Module``, Adam 1e-3,
+  ``CrossEntropyLoss``, then test accuracy over the 10,000 test images;
+- cnnspec: ``cnnspec train specs/simple_cnn.yaml --dataset mnist --data-dir ../shared/data`` with
+  the same batch size, optimiser, learning rate and epochs, in its own process.
+
+It prints training images/s for each (training time only, evaluation excluded), their ratio (the
+target is at least 2x on CPU) and the final test accuracies. cnnspec runs twice by default: with
+its default ``--precision auto`` (bf16 mixed precision on CPUs with native bf16, else fp32) and
+with ``--precision fp32``, so that the gain of the data path and memory layout alone is visible. Both sides use the same number of
+CPU threads (``--threads``, default: every core this process may use).
+
+    python benchmarks/train_speed.py               # 1 epoch: a few minutes on 2 cores
+    python benchmarks/train_speed.py --epochs 3    # the chapter's full experiment
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+
+
+def chapter_loop(data_dir: Path, epochs: int, batch_size: int, seed: int) -> tuple[float, float]:
+    """The chapter's training code, unchanged in substance: (training images/s, test accuracy)."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+    import torch.optim as optim
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+
+    class SimpleCNN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 32, kernel_size=3, padding=1)
+            self.conv2 = nn.Conv2d(32, 64, kernel_size=3, padding=1)
+            self.pool = nn.MaxPool2d(2, 2)
+            self.fc1 = nn.Linear(64 * 7 * 7, 128)
+            self.fc2 = nn.Linear(128, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.pool(F.relu(self.conv1(x)))
+            x = self.pool(F.relu(self.conv2(x)))
+            x = x.view(-1, 64 * 7 * 7)
+            x = F.relu(self.fc1(x))
+            return self.fc2(x)
+
+    torch.manual_seed(seed)
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+    train_dataset = datasets.MNIST(root=str(data_dir), train=True, download=False, transform=transform)
+    test_dataset = datasets.MNIST(root=str(data_dir), train=False, download=False, transform=transform)
+    train_loader = DataLoader(train_dataset, batch_size=batch_size, shuffle=True)
+    test_loader = DataLoader(test_dataset, batch_size=1000, shuffle=False)
+
+    model = SimpleCNN()
+    criterion = nn.CrossEntropyLoss()
+    optimizer = optim.Adam(model.parameters(), lr=0.001)
+    training_seconds = 0.0
+    for epoch in range(epochs):
+        model.train()
+        started = time.perf_counter()
+        for images, labels in train_loader:
+            optimizer.zero_grad()
+            outputs = model(images)
+            loss = criterion(outputs, labels)
+            loss.backward()
+            optimizer.step()
+        training_seconds += time.perf_counter() - started
+        print(f"  chapter loop: epoch {epoch + 1}/{epochs} done, last loss {loss.item():.4f}", flush=True)
+
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for images, labels in test_loader:
+            correct += (model(images).argmax(1) == labels).sum().item()
+    return len(train_dataset) * epochs / training_seconds, correct / len(test_dataset)
+
+
+def cnnspec_run(data_dir: Path, epochs: int, batch_size: int, seed: int, threads: int,
+                precision: str) -> tuple[float, float, Path]:
+    """``cnnspec train`` in its own process: (training images/s over all epochs, last eval accuracy)."""
+    out = Path(tempfile.mkdtemp(prefix="train_speed_")) / "run"
+    command = [sys.executable, "-m", "cnnspec", "train", str(REPO / "specs" / "simple_cnn.yaml"),
+               "--dataset", "mnist", "--data-dir", str(data_dir), "--out", str(out), "--epochs", str(epochs),
+               "--batch-size", str(batch_size), "--optimizer", "adam", "--lr", "0.001", "--seed", str(seed),
+               "--device", "cpu", "--precision", precision]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    subprocess.run(command, check=True, env=env, cwd=REPO)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    images = sum(r["train_images"] for r in records)
+    seconds = sum(r["train_seconds"] for r in records)
+    return images / seconds, records[-1]["eval_accuracy"], out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", type=Path, default=DATA)
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                        help="CPU threads for both sides (default: every core this process may use)")
+    parser.add_argument("--precision", nargs="+", default=["auto", "fp32"], choices=["auto", "fp32", "bf16"],
+                        help="cnnspec runs to measure (auto picks bf16 on CPUs with native bf16)")
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    print(f"MNIST, SimpleCNN, Adam 1e-3, batch {args.batch_size}, {args.epochs} epoch(s), "
+          f"{args.threads} CPU thread(s), load average before: {os.getloadavg()[0]:.1f}", flush=True)
+    print("chapter loop (torchvision dataset + ToTensor/Normalize per item + DataLoader):", flush=True)
+    base_speed, base_accuracy = chapter_loop(args.data_dir, args.epochs, args.batch_size, args.seed)
+    results = []
+    for precision in args.precision:
+        print(f"cnnspec train --precision {precision}:", flush=True)
+        results.append((precision, *cnnspec_run(args.data_dir, args.epochs, args.batch_size, args.seed,
+                                                 args.threads, precision)))
+    print()
+    print(f"{'':34}{'train images/s':>16}{'test accuracy':>15}{'speed ratio':>13}")
+    print(f"{'chapter loop':34}{base_speed:>16,.0f}{base_accuracy:>15.2%}{1:>12.2f}x")
+    for precision, speed, accuracy, out in results:
+        name = f"cnnspec train --precision {precision}"
+        print(f"{name:34}{speed:>16,.0f}{accuracy:>15.2%}{speed / base_speed:>12.2f}x")
+    print(f"target: cnnspec train (default precision auto) >= 2x the chapter loop with equal or better accuracy; "
+          f"load average after: {os.getloadavg()[0]:.1f}")
+    for precision, _, _, out in results:
+        print(f"run directory ({precision}): {out}")
+
+
+if __name__ == "__main__":
+    main()

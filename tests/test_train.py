@@ -1,0 +1,307 @@
+"""Training: run directory contents, checkpoints, exact resume after SIGKILL, atomic writes, spec
+mismatch refusal, DDP with two CPU processes. All on the built-in MNIST sample with a tiny CNN."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnnspec.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
+from cnnspec.cli import main
+from cnnspec.spec import load_spec
+from cnnspec.train import DEFAULTS, options_for_resume, resolve_options, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Batch norm (buffers) and dropout (random state) are in it so that resume must restore both.
+TINY_SPEC = """\
+# A tiny CNN for fast tests.
+name: tiny_cnn
+input: {channels: 1, height: 28, width: 28}
+labels: ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
+layers:
+  - {type: conv2d, name: conv1, out_channels: 8, kernel_size: 3, padding: 1}
+  - {type: batchnorm2d, name: bn1}
+  - {type: relu, name: relu1}
+  - {type: maxpool2d, name: pool1, kernel_size: 2}
+  - {type: conv2d, name: conv2, out_channels: 16, kernel_size: 3, padding: 1}
+  - {type: relu, name: relu2}
+  - {type: maxpool2d, name: pool2, kernel_size: 2}
+  - {type: flatten, name: flatten}
+  - {type: dropout, name: drop, p: 0.25}
+  - {type: linear, name: fc, out_features: 10}
+train:
+  dataset: mnist_sample
+  epochs: 2
+  batch_size: 32
+"""
+
+CONTRACT_KEYS = {"format", "cnnspec_version", "spec_name", "spec_text", "spec_hash", "model", "optimizer",
+                 "scheduler", "epoch", "rng", "metrics", "best_eval_accuracy", "dataset", "train_config"}
+METRIC_KEYS = {"epoch", "train_loss", "train_accuracy", "eval_loss", "eval_accuracy", "seconds", "images_per_second"}
+
+
+def _env(threads: int = 1) -> dict[str, str]:
+    """One thread per process: exact results do not depend on it, and the suite shares 2 cores."""
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+
+
+def _cnnspec(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cnnspec", *args]
+
+
+@pytest.fixture(scope="module")
+def spec_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("spec") / "tiny.yaml"
+    path.write_bytes(TINY_SPEC.encode("utf-8"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def short_run(spec_file: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """Two epochs in-process (options from the spec's train: section), the log captured."""
+    out = tmp_path_factory.mktemp("runs") / "short"
+    log = io.StringIO()
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")
+        train(spec_file, out, reporter_out=log)
+    torch.set_num_threads(threads)
+    return out, log.getvalue()
+
+
+def test_run_directory_has_metrics_spec_and_checkpoints(short_run: tuple[Path, str], spec_file: Path) -> None:
+    out, log = short_run
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt", "metrics.jsonl", "spec.yaml"]
+    assert (out / "spec.yaml").read_bytes() == spec_file.read_bytes()
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    for record in records:
+        assert METRIC_KEYS <= set(record)
+        assert 0.0 <= record["eval_accuracy"] <= 1.0 and record["images_per_second"] > 0
+        assert record["train_images"] == 4000 and record["eval_images"] == 1000
+    # Far above chance (10%) and improving.
+    assert records[-1]["eval_accuracy"] > 0.8
+    assert records[-1]["train_loss"] < records[0]["train_loss"]
+    # The plain log (not a terminal): banner, per-epoch lines, and the summary.
+    assert log.startswith("training tiny_cnn on mnist_sample (4,000 train / 1,000 test images): 2 epochs, batch 32")
+    assert "epoch 2/2: train loss" in log
+    best = max(r["eval_accuracy"] for r in records)
+    assert log.rstrip().splitlines()[-1].startswith(f"done: best eval accuracy {best:.2%}")
+    assert str(out / "best.pt") in log
+
+
+def test_checkpoints_load_with_weights_only_and_rebuild_the_model(short_run: tuple[Path, str], spec_file: Path) -> None:
+    import cnnspec
+
+    out, _ = short_run
+    spec = load_spec(spec_file)
+    for name in ("last.pt", "best.pt"):
+        payload = torch.load(out / name, weights_only=True)
+        assert CONTRACT_KEYS <= set(payload)
+        assert payload["format"] == "cnnspec-checkpoint/1"
+        assert payload["spec_text"] == spec.text and payload["spec_hash"] == spec.hash
+        assert payload["dataset"] == {"name": "mnist_sample", "mean": [0.1307], "std": [0.3081],
+                                      "labels": [str(d) for d in range(10)], "input_shape": [1, 28, 28]}
+        assert payload["train_config"]["batch_size"] == 32 and payload["train_config"]["epochs"] == 2
+        assert set(payload["rng"]) >= {"torch", "python", "numpy"}
+        model = cnnspec.build_model(spec)
+        model.load_state_dict(payload["model"])
+        assert "bn1.running_mean" in payload["model"]
+    last = load_checkpoint(out / "last.pt")
+    assert last["epoch"] == 2 and len(last["metrics"]) == 2
+    assert last["best_eval_accuracy"] == max(m["eval_accuracy"] for m in last["metrics"])
+
+
+def test_a_finished_run_is_not_overwritten_and_resume_has_nothing_left(short_run, spec_file, capsys) -> None:
+    out, _ = short_run
+    before = (out / "last.pt").read_bytes()
+    with pytest.raises(SystemExit) as exited:
+        main(["train", str(spec_file), "--out", str(out)])
+    assert exited.value.code == 1
+    assert "already holds a training run" in capsys.readouterr().err
+    assert (out / "last.pt").read_bytes() == before
+
+
+def test_resume_refuses_a_checkpoint_of_another_spec(short_run, tmp_path: Path, capsys) -> None:
+    out, _ = short_run
+    edited = tmp_path / "tiny.yaml"
+    edited.write_text(TINY_SPEC.replace("out_channels: 16", "out_channels: 12"))
+    with pytest.raises(SystemExit) as exited:
+        main(["train", str(edited), "--out", str(out), "--resume"])
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert "was trained from a different spec ('tiny_cnn'" in err
+    assert "use the spec the checkpoint was trained with, or start a new run" in err
+    with pytest.raises(CheckpointError, match="different spec"):
+        train(edited, out, resume=True)
+
+
+def test_options_come_from_flags_then_spec_then_defaults(spec_file: Path) -> None:
+    spec = load_spec(spec_file)
+    options = resolve_options(spec, {"epochs": 5, "lr": None})
+    assert (options.dataset, options.epochs, options.batch_size, options.lr) == ("mnist_sample", 5, 32, DEFAULTS.lr)
+    saved = {**options.__dict__}
+    assert options_for_resume(saved, {"epochs": 7}).epochs == 7
+    with pytest.raises(Exception, match="--lr 0.5 differs from the run being resumed"):
+        options_for_resume(saved, {"lr": 0.5})
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal_and_plain_lines_elsewhere() -> None:
+    from cnnspec.train import Reporter
+
+    terminal = _Terminal()
+    reporter = Reporter(True, terminal)
+    assert reporter.live
+    reporter.start_epoch("epoch 1/3", 10)
+    reporter.update(5, 10, 0.5, 0.875, 1234.0, "epoch 1/3")
+    reporter.progress.refresh()
+    reporter.end_epoch()
+    drawn = terminal.getvalue()
+    assert "epoch 1/3" in drawn and "87.50%" in drawn and "1,234 img/s" in drawn and "ETA" in drawn
+    plain = io.StringIO()
+    reporter = Reporter(True, plain)
+    assert not reporter.live
+    reporter.start_epoch("epoch 1/3", 10)
+    reporter.end_epoch()
+    assert plain.getvalue() == "epoch 1/3: 10 steps\n"
+    silent = io.StringIO()
+    Reporter(False, silent).line("rank 1 says nothing")
+    assert silent.getvalue() == ""
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+@pytest.mark.parametrize("scheduler", ["none", "cosine", "step", "onecycle"])
+def test_every_optimizer_and_scheduler_state_survives_a_weights_only_checkpoint(
+        optimizer: str, scheduler: str, tmp_path: Path) -> None:
+    from cnnspec.train import TrainOptions, make_optimizer, make_scheduler
+
+    model = torch.nn.Linear(3, 2)
+    options = TrainOptions(dataset="mnist_sample", optimizer=optimizer, scheduler=scheduler, epochs=2)
+    optim = make_optimizer(model, options)
+    schedule = make_scheduler(optim, options, steps_per_epoch=5)
+    for _ in range(3):
+        model(torch.ones(4, 3)).sum().backward()
+        optim.step()
+        if schedule is not None:
+            schedule.step()
+    save_checkpoint(tmp_path / "c.pt", {"optimizer": optim.state_dict(),
+                                        "scheduler": schedule.state_dict() if schedule else None})
+    loaded = load_checkpoint(tmp_path / "c.pt")
+    again = make_optimizer(model, options)
+    again.load_state_dict(loaded["optimizer"])
+    assert again.param_groups[0]["lr"] == optim.param_groups[0]["lr"]
+    if schedule is not None:
+        fresh = make_scheduler(again, options, steps_per_epoch=5)
+        fresh.load_state_dict(loaded["scheduler"])
+        assert fresh.last_epoch == 3
+
+
+def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run_dir / "last.pt")["model"]
+
+
+def test_resume_after_sigkill_in_epoch_2_ends_with_identical_weights(spec_file: Path, tmp_path: Path) -> None:
+    flags = ["--epochs", "3", "--batch-size", "16", "--seed", "7", "--device", "cpu"]
+    straight = tmp_path / "straight"
+    subprocess.run(_cnnspec("train", str(spec_file), "--out", str(straight), *flags), env=_env(), check=True,
+                   stdout=subprocess.DEVNULL, timeout=240)
+
+    broken = tmp_path / "broken"
+    log = (tmp_path / "broken.log").open("wb")
+    process = subprocess.Popen(_cnnspec("train", str(spec_file), "--out", str(broken), *flags), env=_env(),
+                               stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 180
+    while not (broken / "metrics.jsonl").exists():  # written right after epoch 1's last.pt
+        assert process.poll() is None and time.monotonic() < deadline, "epoch 1 never finished"
+        time.sleep(0.02)
+    time.sleep(0.15)  # inside epoch 2 (250 steps): some of its steps are done, none saved
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    log.close()
+    assert process.returncode == -signal.SIGKILL
+    assert load_checkpoint(broken / "last.pt")["epoch"] == 1, "the kill must land during epoch 2"
+
+    subprocess.run(_cnnspec("train", str(spec_file), "--out", str(broken), *flags, "--resume"), env=_env(),
+                   check=True, stdout=subprocess.DEVNULL, timeout=240)
+    expected, resumed = _final_weights(straight), _final_weights(broken)
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        assert torch.equal(expected[name], resumed[name]), name
+    straight_metrics = (straight / "metrics.jsonl").read_text().splitlines()
+    resumed_metrics = (broken / "metrics.jsonl").read_text().splitlines()
+    assert len(resumed_metrics) == 3
+    for a, b in zip(straight_metrics, resumed_metrics):
+        a, b = json.loads(a), json.loads(b)
+        assert (a["train_loss"], a["eval_loss"], a["eval_accuracy"]) == (b["train_loss"], b["eval_loss"], b["eval_accuracy"])
+
+
+def test_a_failing_write_keeps_the_old_checkpoint_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"epoch": 1, "model": {"w": torch.ones(3)}})
+    before = path.read_bytes()
+    with pytest.raises(TypeError):
+        atomic_write_bytes(path, "not bytes")  # fails after the temporary file was created
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+    assert load_checkpoint(path)["epoch"] == 1
+
+
+SAVE_FOREVER = """
+import sys, torch
+from cnnspec.checkpoint import save_checkpoint
+path = sys.argv[1]
+version = 0
+while True:
+    version += 1
+    save_checkpoint(path, {"epoch": version, "model": {"w": torch.full((2_000_000,), float(version))}})
+    print(version, flush=True)
+"""
+
+
+def test_sigkill_during_saves_never_leaves_a_corrupt_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    for delay in (0.07, 0.23):
+        process = subprocess.Popen([sys.executable, "-c", SAVE_FOREVER, str(path)], env=_env(),
+                                   stdout=subprocess.PIPE)
+        assert process.stdout is not None
+        process.stdout.readline()  # at least one checkpoint is complete
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        payload = load_checkpoint(path)
+        assert torch.equal(payload["model"]["w"], torch.full((2_000_000,), float(payload["epoch"])))
+
+
+def test_ddp_with_two_cpu_processes(spec_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "cnnspec", "train", str(spec_file), "--out", str(out), "--epochs", "1", "--device", "cpu"]
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Only rank 0 prints ...
+    assert done.stdout.count("training tiny_cnn on mnist_sample") == 1
+    assert done.stdout.count("x 2 processes") == 1
+    assert done.stdout.count("epoch 1/1: train loss") == 1
+    # ... and writes.
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt", "metrics.jsonl", "spec.yaml"]
+    (record,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert record["world_size"] == 2
+    assert record["train_images"] == 4000  # two shards of 2,000, not two copies of 4,000
+    assert record["eval_images"] == 1000   # the full test split, each image once
+    assert record["eval_accuracy"] > 0.5
+    assert load_checkpoint(out / "last.pt")["world_size"] == 2
