@@ -212,3 +212,108 @@ def train_command(spec: Path, out: Path, resume: bool, download: bool, **flags: 
     from .train import train
 
     train(spec, out, resume=resume, download=download, **flags)
+
+
+# --- export and predict (cnnspec/export.py, repository.py, predict.py; torch/onnx imported there) --
+
+def _wide_console(stderr: bool = False) -> object:
+    """A rich console that does not squeeze report tables to 80 columns when output is a pipe."""
+    from rich.console import Console
+
+    console = Console(stderr=stderr)
+    return console if console.is_terminal else Console(stderr=stderr, width=140)
+
+
+@cli.command("export")
+@click.argument("source", metavar="RUN_DIR_OR_CHECKPOINT", type=click.Path(path_type=Path))
+@click.option("--repo", type=click.Path(path_type=Path), default=None,
+              help="Model repository to add the model to: REPO/NAME/VERSION/model.onnx, config.pbtxt, labels.txt.")
+@click.option("--name", default=None, help="Model name in the repository.  [default: the spec's name]")
+@click.option("--version", "version_", type=click.IntRange(min=1), default=None,
+              help="Version folder to write (never overwritten).  [default: highest existing + 1, or 1]")
+@click.option("--opset", type=click.IntRange(min=1), default=18, show_default=True,
+              help="ONNX opset: 18 (the exporter's own) up to the newest onnx knows.")
+@click.option("--quantize", type=click.Choice(["none", "dynamic-int8", "static-int8"]), default="none",
+              show_default=True, help="Write an int8 model instead of the float32 one (onnxruntime.quantization).")
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
+              help="Also (or only) write the verified model to this .onnx file.")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Dataset folder for verification/calibration.  [default: the run's training data_dir]")
+@click.option("--spec", "spec_file", type=click.Path(path_type=Path), default=None,
+              help="Refuse unless the checkpoint was trained from exactly this spec file.")
+@click.option("--no-data-check", is_flag=True,
+              help="Verify on random inputs only when the dataset cannot be loaded (not with --quantize).")
+@click.option("--samples", type=click.IntRange(min=1), default=63, show_default=True,
+              help="Test-split images compared between onnxruntime and PyTorch.")
+@click.option("--tolerance", type=click.FloatRange(min=0), default=1e-4, show_default=True,
+              help="Largest allowed |onnxruntime - PyTorch| of any logit (float32).")
+@click.option("--max-accuracy-drop", type=click.FloatRange(min=0, max=1), default=0.01, show_default=True,
+              help="Largest allowed test-accuracy loss of a quantized model (fraction: 0.01 = 1 point).")
+@click.option("--max-batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="config.pbtxt max_batch_size.")
+@click.option("--max-queue-delay-us", type=click.IntRange(min=0), default=2000, show_default=True,
+              help="config.pbtxt dynamic_batching max_queue_delay_microseconds.")
+@click.option("--instance-kind", type=click.Choice(["cpu", "gpu", "auto"]), default="cpu", show_default=True,
+              help="config.pbtxt instance_group kind (KIND_CPU, KIND_GPU, KIND_AUTO) for Triton.")
+@click.option("--format", "-f", "format_", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="Report format.")
+def export_command(source: Path, repo: Path | None, name: str | None, version_: int | None, opset: int,
+                   quantize: str, output: Path | None, data_dir: Path | None, spec_file: Path | None,
+                   no_data_check: bool, samples: int, tolerance: float, max_accuracy_drop: float,
+                   max_batch_size: int, max_queue_delay_us: int, instance_kind: str, format_: str) -> None:
+    """Export a trained run to ONNX, verify it against PyTorch, and add it to a model repository.
+
+    RUN_DIR_OR_CHECKPOINT is a run directory (its best.pt, else last.pt) or a checkpoint file.
+    Nothing is written unless every verification check passes."""
+    import json
+
+    from .errors import UsageError
+    from .export import ExportOptions, export, render_report, report_json
+    from .repository import ServingConfig
+
+    if repo is None and output is None:
+        raise UsageError("say where to write the model: --repo MODEL_REPO and/or -o model.onnx")
+    options = ExportOptions(
+        source=source, repo=repo, name=name, version=version_, opset=opset, quantize=quantize, output=output,
+        data_dir=data_dir, spec_file=spec_file, data_check=not no_data_check, samples=samples,
+        tolerance=tolerance, max_accuracy_drop=max_accuracy_drop,
+        serving=ServingConfig(max_batch_size, max_queue_delay_us, instance_kind))
+    console = _wide_console()
+
+    def show(result: object) -> None:
+        if format_ == "table":
+            for table in render_report(result):
+                console.print(table)
+        elif not result.passed:  # the JSON report of a refused export, then the error
+            click.echo(json.dumps(report_json(result), indent=2))
+
+    result = export(options, report=show)
+    if format_ == "json":
+        click.echo(json.dumps(report_json(result), indent=2))
+    else:
+        for path in result.written:
+            click.echo(f"wrote {path}")
+
+
+@cli.command("predict")
+@click.argument("model", metavar="MODEL_OR_REPO", type=click.Path(path_type=Path))
+@click.argument("images", metavar="IMAGE...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--model", "-m", "name", default=None, help="Model name when MODEL_OR_REPO is a repository.")
+@click.option("--version", "version_", type=click.IntRange(min=1), default=None,
+              help="Model version.  [default: the highest]")
+@click.option("--top-k", "-k", type=click.IntRange(min=1), default=3, show_default=True, help="Classes to show per image.")
+@click.option("--format", "-f", "format_", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="Output format.")
+def predict_command(model: Path, images: tuple[Path, ...], name: str | None, version_: int | None, top_k: int,
+                    format_: str) -> None:
+    """Classify image files (PNG, JPEG, ...; any size and colour mode) with an exported model,
+    preprocessed as its metadata says; prints the top-k labels with softmax probabilities."""
+    from .predict import predict_files, render, resolve_model
+
+    path = resolve_model(model, name, version_)
+    results = predict_files(path, list(images), top_k)
+    output = render(results, path, format_)
+    if format_ == "json":
+        click.echo(output)
+    else:
+        _wide_console().print(output)

@@ -1,0 +1,104 @@
+"""Classify image files locally with an exported model (onnxruntime, no torch).
+
+``MODEL_OR_REPO`` may be a model.onnx file, a model folder (``MODEL_REPO/<name>``, highest version
+unless ``--version``) or a repository (``--model NAME``, optional when it holds one model). Each
+image is preprocessed from the model's own metadata (cnnspec.images) and the top-k classes are
+reported with softmax probabilities ``p_i = exp(z_i) / sum_j exp(z_j)`` of the logits.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import CnnspecError
+from .images import ImageSource, Preprocessing, labels_from_metadata, preprocess_batch, softmax, top_k
+from .repository import CONFIG_FILENAME, MODEL_FILENAME, find_model, versions
+
+
+class PredictError(CnnspecError):
+    """A model cannot be found or loaded for prediction."""
+
+
+def resolve_model(target: str | Path, name: str | None = None, version: int | None = None) -> Path:
+    """The model.onnx meant by a file, a model folder or a repository (see the module docstring)."""
+    target = Path(target)
+    if target.is_file():
+        if name is not None or version is not None:
+            raise PredictError(f"{target} is a model file; --model and --version apply to a model repository")
+        return target
+    if not target.is_dir():
+        raise PredictError(f"no model file or model repository at {target}")
+    if (target / MODEL_FILENAME).is_file() and name is None and version is None:
+        return target / MODEL_FILENAME  # a version folder
+    if (target / CONFIG_FILENAME).is_file() or versions(target):
+        if name is not None and name != target.name:
+            raise PredictError(f"{target} is the folder of model '{target.name}', not '{name}'")
+        return find_model(target.parent, target.name, version)
+    return find_model(target, name, version)
+
+
+@dataclass
+class Predictor:
+    """An onnxruntime session plus what its metadata says about inputs and labels."""
+
+    path: Path
+    session: Any
+    metadata: dict[str, str]
+    preprocessing: Preprocessing
+    labels: list[str]
+
+    @classmethod
+    def load(cls, path: str | Path, threads: int = 1) -> "Predictor":
+        """Open a model.onnx written by ``cnnspec export``."""
+        from .export import ExportError, new_session
+
+        path = Path(path)
+        try:
+            session = new_session(path.read_bytes(), threads)
+        except ExportError as exc:
+            raise PredictError(f"{path}: {exc}") from None
+        except OSError as exc:
+            raise PredictError(f"cannot read {path}: {exc.strerror or exc}") from None
+        metadata = dict(session.get_modelmeta().custom_metadata_map)
+        return cls(path, session, metadata, Preprocessing.from_metadata(metadata), labels_from_metadata(metadata))
+
+    def probabilities(self, images: Sequence[ImageSource]) -> Any:
+        """Class probabilities [N, K] for raw images (files, bytes or PIL images)."""
+        batch = preprocess_batch(images, self.preprocessing)
+        name = self.metadata.get("cnnspec.input_name", "input")
+        output = self.metadata.get("cnnspec.output_name", "logits")
+        scores = self.session.run([output], {name: batch})[0]
+        return scores if self.metadata.get("cnnspec.outputs") == "probabilities" else softmax(scores)
+
+    def predict(self, images: Sequence[ImageSource], k: int = 3) -> list[list[dict[str, Any]]]:
+        """Per image, the top-k {index, label, probability}, most probable first."""
+        return top_k(self.probabilities(images), self.labels, k)
+
+
+def predict_files(model: Path, images: Sequence[Path], k: int) -> list[dict[str, Any]]:
+    """The JSON-able result of ``cnnspec predict``: one entry per image file."""
+    predictor = Predictor.load(model)
+    rows = predictor.predict(list(images), k)
+    return [{"image": str(image), "predictions": row} for image, row in zip(images, rows)]
+
+
+def render(results: list[dict[str, Any]], model: Path, format_: str) -> Any:
+    """JSON text, or a rich table with one row per image."""
+    if format_ == "json":
+        return json.dumps({"model": str(model), "results": results}, indent=2)
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"predictions of {escape(str(model))}", title_justify="left")
+    table.add_column("image")
+    table.add_column("top-1")
+    table.add_column("probability", justify="right")
+    table.add_column("runners-up")
+    for entry in results:
+        best, *rest = entry["predictions"]
+        others = ", ".join(f"{escape(p['label'])} {p['probability']:.1%}" for p in rest)
+        table.add_row(escape(entry["image"]), escape(best["label"]), f"{best['probability']:.2%}", others)
+    return table

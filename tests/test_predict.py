@@ -1,0 +1,188 @@
+"""cnnspec predict and cnnspec.images: real digit images in odd sizes and modes, preprocessed from
+the exported model's metadata alone, classified by onnxruntime; bad inputs give clear errors."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnspec.cli import main
+from cnnspec.data import dataset_info, load_split, normalize
+from cnnspec.images import ImageError, Preprocessing, normalize_pixels, preprocess, softmax
+from cnnspec.predict import Predictor, resolve_model
+from cnnspec.repository import RepositoryError
+from test_export import run_cli, train_simple_cnn
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+METADATA = {"cnnspec.input_shape": "[1, 28, 28]", "cnnspec.color_mode": "L",
+            "cnnspec.mean": "[0.1307]", "cnnspec.std": "[0.3081]"}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository holding the SimpleCNN trained one epoch on the built-in sample."""
+    run = train_simple_cnn(tmp_path_factory.getbasetemp())
+    repo = tmp_path_factory.mktemp("predict") / "model_repository"
+    with contextlib.redirect_stdout(io.StringIO()):
+        main(["export", str(run), "--repo", str(repo), "--samples", "9"])
+    return repo
+
+
+@pytest.fixture(scope="module")
+def digit_files(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, int]]:
+    """Test-split digits (never trained on) written as files of assorted sizes, modes and formats."""
+    folder = tmp_path_factory.mktemp("digits")
+    images, labels = load_split("mnist_sample", None, train=False)
+    writers = [
+        lambda a, p: Image.fromarray(a, "L").save(p.with_suffix(".png")),                           # as trained
+        lambda a, p: Image.fromarray(a, "L").resize((56, 56)).convert("RGB").save(p.with_suffix(".png")),
+        lambda a, p: Image.fromarray(a, "L").resize((41, 37)).convert("RGB").save(p.with_suffix(".jpg"), quality=95),
+        lambda a, p: Image.fromarray(a, "L").convert("RGBA").save(p.with_suffix(".png")),
+        lambda a, p: Image.fromarray(a, "L").convert("P").save(p.with_suffix(".png")),
+        lambda a, p: Image.fromarray(a.astype(np.uint16) * 257).save(p.with_suffix(".png")),          # 16-bit grey
+        lambda a, p: Image.fromarray(a, "L").resize((112, 112)).save(p.with_suffix(".jpg"), quality=90),
+    ]
+    files = []
+    for number, index in enumerate(range(3, 1000, 50)):  # 20 digits, two of each class
+        base = folder / f"digit_{number:02d}"
+        writers[number % len(writers)](images[index, 0].numpy(), base)
+        files.append((next(folder.glob(f"digit_{number:02d}.*")), int(labels[index])))
+    return files
+
+
+def test_predict_reads_real_digits_in_odd_sizes_and_modes(repo: Path, digit_files: list[tuple[Path, int]],
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    paths = [path for path, _ in digit_files]
+    code, out, err = run_cli(["predict", repo, *paths, "--format", "json", "--top-k", 3], capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["model"] == str(repo / "simple_cnn" / "1" / "model.onnx")
+    right = 0
+    for entry, (path, label) in zip(report["results"], digit_files):
+        assert entry["image"] == str(path)
+        top = entry["predictions"]
+        assert len(top) == 3
+        probabilities = [p["probability"] for p in top]
+        assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1 + 1e-6
+        right += top[0]["label"] == str(label)
+    assert right >= 16, f"only {right}/20 digits recognised"
+
+
+def test_predict_table_output(repo: Path, digit_files: list[tuple[Path, int]],
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    path, label = digit_files[0]
+    code, out, err = run_cli(["predict", repo / "simple_cnn", path, "-k", 2], capsys)
+    assert code == 0, err
+    row = next(line for line in out.splitlines() if path.name in line)
+    assert f" {label} " in row and "%" in row
+
+
+def test_file_preprocessing_equals_training_normalisation() -> None:
+    images, _ = load_split("mnist_sample", None, train=False)
+    pixels = images[:5].numpy()
+    expected = normalize(images[:5], dataset_info("mnist_sample")).numpy()
+    for raw, want in zip(pixels, expected):
+        buffer = io.BytesIO()
+        Image.fromarray(raw[0], "L").save(buffer, format="PNG")
+        got = preprocess(buffer.getvalue(), METADATA)
+        assert got.shape == (1, 1, 28, 28) and got.dtype == np.float32
+        np.testing.assert_allclose(got[0], want, atol=1e-5)
+    np.testing.assert_allclose(normalize_pixels(pixels, [0.1307], [0.3081]), expected, atol=1e-5)
+
+
+def test_preprocess_converts_mode_and_size_per_metadata() -> None:
+    rgb = {**METADATA, "cnnspec.input_shape": "[3, 32, 24]", "cnnspec.color_mode": "RGB",
+           "cnnspec.mean": "[0.5, 0.5, 0.5]", "cnnspec.std": "[0.25, 0.5, 1.0]"}
+    grey = Image.new("L", (7, 9), color=255)
+    array = preprocess(grey, rgb)
+    assert array.shape == (1, 3, 32, 24)  # [N, C, H, W]: resized to width 24, height 32
+    np.testing.assert_allclose(array[0, :, 0, 0], [(1 - 0.5) / 0.25, (1 - 0.5) / 0.5, (1 - 0.5) / 1.0], rtol=1e-6)
+    red = preprocess(Image.new("RGB", (28, 28), color=(255, 0, 0)), METADATA)
+    assert red[0, 0, 0, 0] == pytest.approx((76 / 255 - 0.1307) / 0.3081, rel=1e-4)  # ITU-R 601 luma of red
+
+
+def test_softmax_is_stable() -> None:
+    probabilities = softmax(np.array([[1000.0, 1000.0, -1000.0]], dtype=np.float32))
+    np.testing.assert_allclose(probabilities, [[0.5, 0.5, 0.0]], atol=1e-7)
+
+
+@pytest.mark.parametrize("metadata, message", [
+    ({}, "has no 'cnnspec.input_shape'"),
+    ({**METADATA, "cnnspec.input_shape": "[1, 28]"}, "must be [C, H, W]"),
+    ({**METADATA, "cnnspec.color_mode": "RGB"}, "does not fit 1 input channel"),
+    ({**METADATA, "cnnspec.std": "[0]"}, "must be positive"),
+    ({**METADATA, "cnnspec.mean": "not json"}, "is not valid JSON"),
+])
+def test_bad_metadata_is_explained(metadata: dict, message: str) -> None:
+    with pytest.raises(ImageError, match=message.replace("[", r"\[")):
+        Preprocessing.from_metadata(metadata)
+
+
+def test_model_resolution(repo: Path, tmp_path: Path) -> None:
+    model = repo / "simple_cnn" / "1" / "model.onnx"
+    assert resolve_model(repo) == model
+    assert resolve_model(repo, "simple_cnn", 1) == model
+    assert resolve_model(repo / "simple_cnn") == model
+    assert resolve_model(repo / "simple_cnn" / "1") == model
+    assert resolve_model(model) == model
+    with pytest.raises(RepositoryError, match="no model 'simple_cnm'.*did you mean 'simple_cnn'"):
+        resolve_model(repo, "simple_cnm")
+    with pytest.raises(RepositoryError, match=r"has no version 7 .*\(versions: 1\)"):
+        resolve_model(repo, "simple_cnn", 7)
+    import shutil
+
+    two = tmp_path / "two"
+    shutil.copytree(repo / "simple_cnn", two / "a")
+    shutil.copytree(repo / "simple_cnn", two / "b")
+    with pytest.raises(RepositoryError, match=r"holds 2 models \(a, b\); choose one with --model"):
+        resolve_model(two)
+
+
+def test_bad_inputs_to_predict(repo: Path, digit_files: list[tuple[Path, int]], tmp_path: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    good = digit_files[0][0]
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("hello")
+    broken_model = tmp_path / "broken.onnx"
+    broken_model.write_bytes(b"\x08\x07garbage")
+    cases = [
+        (["predict", repo, "--model", "resnet", good], "no model 'resnet' in repository"),
+        (["predict", tmp_path / "nowhere", good], "no model file or model repository at"),
+        (["predict", repo, not_an_image], "is not a readable image"),
+        (["predict", repo, tmp_path / "missing.png"], "no image file at"),
+        (["predict", broken_model, good], "onnxruntime cannot load the model"),
+    ]
+    for args, message in cases:
+        code, out, err = run_cli(args, capsys)
+        assert code == 1 and message in err, (args, err)
+        assert "Traceback" not in err
+
+
+def test_predict_and_images_never_import_torch(repo: Path, digit_files: list[tuple[Path, int]]) -> None:
+    """serving/ reuses cnnspec.images; predict runs where torch is not installed."""
+    code = (
+        "import sys\n"
+        "from cnnspec.predict import Predictor, resolve_model\n"
+        f"p = Predictor.load(resolve_model({str(repo)!r}))\n"
+        f"print(p.predict([{str(digit_files[0][0])!r}], 1)[0][0]['label'])\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() in {str(d) for d in range(10)}
+
+
+def test_predictor_api(repo: Path, digit_files: list[tuple[Path, int]]) -> None:
+    predictor = Predictor.load(resolve_model(repo))
+    probabilities = predictor.probabilities([path for path, _ in digit_files[:4]])
+    assert probabilities.shape == (4, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert predictor.labels == [str(d) for d in range(10)]
