@@ -163,6 +163,61 @@ def layers(layer_type: str | None, format_: str) -> None:
 
 # --- commands added by later stages go below (keep each command thin) --------------------------
 
+# --- pictures (cnnspec/plots.py; matplotlib and torch are imported there, inside functions) -----
+
+@cli.command("plot")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
+              help="PNG file to write.  [default: RUN_DIR/curves.png]")
+def plot_command(run_dir: Path, output: Path | None) -> None:
+    """Training curves of a run: loss and accuracy per epoch, train and eval (PNG)."""
+    from .plots import plot_curves
+
+    click.echo(str(plot_curves(run_dir, output)))
+
+
+@cli.group("visualize", cls=_Group)
+def visualize_group() -> None:
+    """Pictures of a trained model: its filters, and the feature maps of an image (PNG)."""
+
+
+@visualize_group.command("filters")
+@click.argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR", type=click.Path(path_type=Path))
+@click.option("--layer", "-l", required=True, help="A conv2d layer's name, e.g. conv1.")
+@click.option("--input-channel", default="mean", show_default=True,
+              help="Which input channel of each kernel to draw: a number, or 'mean' over all of them.")
+@click.option("--max-filters", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Draw at most this many filters (the first ones).")
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
+              help="PNG file to write.  [default: filters_LAYER.png next to the checkpoint]")
+def visualize_filters(checkpoint: Path, layer: str, input_channel: str, max_filters: int, output: Path | None) -> None:
+    """Draw a conv layer's kernels as a grid, one small image per filter (a run directory means its
+    best.pt, else last.pt)."""
+    from .errors import UsageError
+    from .plots import plot_filters
+
+    if input_channel != "mean" and not input_channel.isdigit():
+        raise UsageError(f"--input-channel must be a number or 'mean', got '{input_channel}'")
+    channel = None if input_channel == "mean" else int(input_channel)
+    click.echo(str(plot_filters(checkpoint, layer, output, input_channel=channel, max_filters=max_filters)))
+
+
+@visualize_group.command("feature-maps")
+@click.argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR", type=click.Path(path_type=Path))
+@click.option("--image", "-i", required=True, type=click.Path(path_type=Path),
+              help="PNG or JPEG; converted to the model's channels and resized to its input size.")
+@click.option("--max-channels", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Channels drawn per conv layer (the strongest responses).")
+@click.option("--invert", is_flag=True, help="Invert the image first (dark digits on light paper).")
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
+              help="PNG file to write.  [default: feature_maps_IMAGE.png next to the checkpoint]")
+def visualize_feature_maps(checkpoint: Path, image: Path, max_channels: int, invert: bool, output: Path | None) -> None:
+    """Draw what every conv layer computes for one image, with the model's prediction."""
+    from .plots import plot_feature_maps
+
+    click.echo(str(plot_feature_maps(checkpoint, image, output, max_channels=max_channels, invert=invert)))
+
+
 @cli.command()
 @click.argument("spec", type=click.Path(path_type=Path))
 @click.option("--format", "-f", "format_", type=click.Choice(["table", "json"]), default="table",
