@@ -372,3 +372,32 @@ def predict_command(model: Path, images: tuple[Path, ...], name: str | None, ver
         click.echo(output)
     else:
         _wide_console().print(output)
+
+
+@cli.command("serve")
+@click.argument("model_repository", metavar="MODEL_REPO", type=click.Path(path_type=Path))
+@click.option("--host", default=None, help="Interface to bind.  [default: 127.0.0.1]")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="TCP port.  [default: 8000]")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
+              help="cuda needs onnxruntime-gpu; there is no silent CPU fallback.  [default: cpu]")
+@click.option("--intra-op-threads", type=click.IntRange(min=0), default=None,
+              help="onnxruntime threads per model instance (0 = one per core).  [default: 1]")
+@click.option("--max-batch-size", type=click.IntRange(min=1), default=None,
+              help="Override config.pbtxt's max_batch_size.")
+@click.option("--max-queue-delay-us", type=click.IntRange(min=0), default=None,
+              help="Override config.pbtxt's dynamic_batching max_queue_delay_microseconds.")
+@click.option("--max-body-bytes", type=click.IntRange(min=1024), default=None,
+              help="Request body limit, also after decompression.  [default: 8 MiB]")
+@click.option("--watch", is_flag=True, default=None, help="Reload models whose files change (new versions too).")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default=None)
+def serve_command(model_repository: Path, **flags: object) -> None:
+    """Serve a model repository over the KServe Open Inference Protocol (V2) with dynamic batching.
+
+    The same server as `python -m serving`. Every setting can also come from a CNNSPEC_SERVE_*
+    environment variable (e.g. CNNSPEC_SERVE_AUTH_TOKEN turns on bearer-token authentication).
+    Stop it with Ctrl-C or SIGTERM: open requests are finished first."""
+    from serving.__main__ import settings_from
+    from serving.server import serve
+
+    overrides = {key: value for key, value in flags.items() if value is not None}
+    serve(settings_from({"model_repository": model_repository, **overrides}))

@@ -1,0 +1,107 @@
+"""``POST /v2/models/{m}/classify``: an uploaded PNG/JPEG in, the top-k labels with probabilities out.
+
+For people, not programs: ``curl -F file=@digit.png http://127.0.0.1:8000/v2/models/simple_cnn/classify?k=3``
+or ``curl --data-binary @digit.png -H 'Content-Type: image/png' ...``. Preprocessing comes from the
+model's ONNX metadata through ``cnnspec.images`` (the same code ``cnnspec predict`` uses), the
+image then goes through the model's batcher like any other request, and the logits are turned into
+probabilities with a softmax.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from typing import Any
+
+import numpy as np
+from starlette.requests import Request
+
+from cnnspec.images import ImageError, Preprocessing, labels_from_metadata, softmax, to_array, top_k
+
+from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from .repository import ModelEntry
+from .settings import ServeSettings
+
+IMAGE_FORMATS = ("PNG", "JPEG")
+
+
+async def classify_upload(request: Request, body: bytes, entry: ModelEntry, version: int | None,
+                          settings: ServeSettings) -> dict[str, Any]:
+    """Decode, preprocess, run through the batcher, and rank the classes."""
+    k = _top_k_parameter(request.query_params.get("k", "5"))
+    image = await _image_bytes(request, body, settings.max_body_bytes)
+    model = entry.resolve(version).model
+    try:
+        preprocessing = Preprocessing.from_metadata(model.metadata)
+    except ImageError as error:
+        raise BadRequest(f"model '{model.name}' cannot classify images: {error}; use /infer with tensors") from None
+    array = await asyncio.to_thread(decode, image, preprocessing, settings.max_image_pixels)
+    loaded = entry.resolve(version)  # again after the await: a reload may have swapped versions
+    model = loaded.model
+    spec = model.inputs[0]
+    feed = array if len(spec.shape) == array.ndim else array[0]
+    outputs = await loaded.batcher.submit({spec.name: feed}, 1)
+    probabilities = softmax(np.asarray(outputs[0]).reshape(1, -1))
+    labels = list(model.labels) or _metadata_labels(model.metadata)
+    return {"model_name": model.name, "model_version": str(model.version),
+            "predictions": top_k(probabilities, labels, k)[0]}
+
+
+def _top_k_parameter(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise BadRequest(f"query parameter k must be a positive integer, got {text!r}")
+    return int(text)
+
+
+def _metadata_labels(metadata: dict[str, str]) -> list[str]:
+    try:
+        return labels_from_metadata(metadata)
+    except ImageError:
+        return []
+
+
+async def _image_bytes(request: Request, body: bytes, limit: int) -> bytes:
+    """The upload: the single file of a multipart form, or the raw body."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        sent = False
+
+        async def replay() -> dict[str, Any]:  # the body was already read (and size-checked) by the caller
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        form = await Request(request.scope, replay).form(max_files=1, max_fields=10, max_part_size=limit)
+        files = [value for _, value in form.multi_items() if hasattr(value, "read")]
+        if not files:
+            raise BadRequest("the multipart form has no file; upload one image, e.g. curl -F file=@digit.png")
+        data = await files[0].read()
+    elif content_type.startswith("application/x-www-form-urlencoded"):
+        raise UnsupportedMediaType("send the image as multipart/form-data (curl -F file=@x.png) or as the raw body")
+    else:
+        data = body
+    if not data:
+        raise BadRequest("no image in the request: upload a PNG or JPEG file")
+    return data
+
+
+def decode(data: bytes, preprocessing: Preprocessing, max_pixels: int) -> np.ndarray:
+    """PNG/JPEG bytes -> float32 [1, C, H, W]; the pixel count is checked before anything is decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            image_format, (width, height) = probe.format, probe.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        raise BadRequest(f"the upload is not a readable image: {error}") from None
+    if image_format not in IMAGE_FORMATS:
+        raise UnsupportedMediaType(f"the upload is {image_format}; classify accepts {' or '.join(IMAGE_FORMATS)}")
+    if width * height > max_pixels:
+        raise PayloadTooLarge(f"the image is {width}x{height} = {width * height} pixels, over the limit of "
+                              f"{max_pixels} (setting max_image_pixels)")
+    try:
+        return to_array(data, preprocessing)[None]
+    except ImageError as error:
+        raise BadRequest(str(error)) from None

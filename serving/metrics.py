@@ -1,0 +1,138 @@
+"""Prometheus metrics (``/metrics``) and Triton-style per-version statistics (``/v2/models/{m}/stats``).
+
+Prometheus names (all prefixed ``cnnspec_``):
+
+    inference_requests_total{model,outcome}     counter: outcome = success | client_error | server_error
+    inference_rows_total{model}                 counter: rows (images) inferred; a batch-8 request adds 8
+    request_duration_seconds{model,endpoint}    histogram: request received -> response sent
+    queue_duration_seconds{model}               histogram: enqueued -> its batch started executing
+    compute_duration_seconds{model}             histogram: one onnxruntime run of a batch
+    batch_size{model}                           histogram: rows per onnxruntime run
+    inflight_requests{model}                    gauge: inference requests being handled now
+    model_ready{model,version}                  gauge: 1 while a version is loaded
+
+Each app owns its registry (tests start several apps in one process).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.006, 0.008, 0.010, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+QUEUE_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.05, 0.1, 0.5)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    """The service's Prometheus metrics in their own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("cnnspec_inference_requests", "Inference requests by model and outcome.",
+                                ["model", "outcome"], registry=r)
+        self.rows = Counter("cnnspec_inference_rows", "Rows (images) inferred; a batch-N request counts N.",
+                            ["model"], registry=r)
+        self.latency = Histogram("cnnspec_request_duration_seconds", "Request received to response sent.",
+                                 ["model", "endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+        self.queue = Histogram("cnnspec_queue_duration_seconds", "Time a request waited for its batch to start.",
+                               ["model"], buckets=QUEUE_BUCKETS, registry=r)
+        self.compute = Histogram("cnnspec_compute_duration_seconds", "One onnxruntime run of a batch.",
+                                 ["model"], buckets=QUEUE_BUCKETS, registry=r)
+        self.batch_size = Histogram("cnnspec_batch_size", "Rows per onnxruntime run (dynamic batching).",
+                                    ["model"], buckets=BATCH_BUCKETS, registry=r)
+        self.inflight = Gauge("cnnspec_inflight_requests", "Inference requests being handled now.",
+                              ["model"], registry=r)
+        self.model_ready = Gauge("cnnspec_model_ready", "1 while a model version is loaded.",
+                                 ["model", "version"], registry=r)
+        self._children: dict[str, ModelMetrics] = {}
+
+    def for_model(self, model: str) -> "ModelMetrics":
+        """Label-bound children, cached: ``labels()`` costs a dict lookup and a lock per call."""
+        children = self._children.get(model)
+        if children is None:
+            children = self._children[model] = ModelMetrics(
+                success=self.requests.labels(model, "success"),
+                client_error=self.requests.labels(model, "client_error"),
+                server_error=self.requests.labels(model, "server_error"),
+                rows=self.rows.labels(model), latency=self.latency.labels(model, "infer"),
+                classify_latency=self.latency.labels(model, "classify"), queue=self.queue.labels(model),
+                compute=self.compute.labels(model), batch_size=self.batch_size.labels(model),
+                inflight=self.inflight.labels(model))
+        return children
+
+
+@dataclass
+class ModelMetrics:
+    """The metric children of one model."""
+
+    success: Any
+    client_error: Any
+    server_error: Any
+    rows: Any
+    latency: Any
+    classify_latency: Any
+    queue: Any
+    compute: Any
+    batch_size: Any
+    inflight: Any
+
+    def outcome(self, status: int) -> Any:
+        return self.success if status < 400 else self.client_error if status < 500 else self.server_error
+
+
+@dataclass
+class Duration:
+    """Triton's ``StatisticDuration``: a count and the total nanoseconds."""
+
+    count: int = 0
+    ns: int = 0
+
+    def add(self, ns: int, count: int = 1) -> None:
+        self.count += count
+        self.ns += ns
+
+    def json(self) -> dict[str, int]:
+        return {"count": self.count, "ns": self.ns}
+
+
+@dataclass
+class VersionStats:
+    """Triton's ``ModelStatistics`` for one version (what ``get_inference_statistics`` returns)."""
+
+    name: str
+    version: int
+    last_inference_ms: int = 0
+    inference_count: int = 0
+    execution_count: int = 0
+    success: Duration = field(default_factory=Duration)
+    fail: Duration = field(default_factory=Duration)
+    queue: Duration = field(default_factory=Duration)
+    compute_input: Duration = field(default_factory=Duration)
+    compute_infer: Duration = field(default_factory=Duration)
+    compute_output: Duration = field(default_factory=Duration)
+    batches: dict[int, Duration] = field(default_factory=dict)
+
+    def record_batch(self, rows: int, infer_ns: int, input_ns: int) -> None:
+        """One onnxruntime run of ``rows`` rows."""
+        self.last_inference_ms = int(time.time() * 1000)
+        self.inference_count += rows
+        self.execution_count += 1
+        self.compute_infer.add(infer_ns)
+        self.compute_input.add(input_ns)
+        self.batches.setdefault(rows, Duration()).add(infer_ns)
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "version": str(self.version), "last_inference": self.last_inference_ms,
+            "inference_count": self.inference_count, "execution_count": self.execution_count,
+            "inference_stats": {key: getattr(self, key).json() for key in
+                                ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")},
+            "batch_stats": [{"batch_size": size, "compute_input": Duration(d.count, 0).json(),
+                             "compute_infer": d.json(), "compute_output": Duration(d.count, 0).json()}
+                            for size, d in sorted(self.batches.items())],
+        }
