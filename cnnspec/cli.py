@@ -21,8 +21,12 @@ FORMATS = ("table", "json", "markdown", "mermaid")
 class _Group(click.Group):
     """Lists commands in the order they are defined (the order of the workflow)."""
 
+    ORDER = ("analyze", "validate", "schema", "layers", "summary", "train", "plot", "visualize",
+             "export", "predict", "serve")
+
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(self.commands)
+        known = [name for name in self.ORDER if name in self.commands]
+        return known + [name for name in self.commands if name not in known]
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

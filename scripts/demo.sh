@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job end to end, offline: analyse the chapter's SimpleCNN.
+# The main job end to end, offline: analyse the chapter's SimpleCNN, train it on the built-in MNIST
+# sample, plot, export to a verified ONNX model repository, predict, and serve it over HTTP.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== cnnspec analyze specs/simple_cnn.yaml"
@@ -18,6 +19,10 @@ cnnspec train specs/simple_cnn.yaml --dataset mnist_sample --epochs 3 --out "$DE
 echo
 echo "== $DEMO_RUN/metrics.jsonl"
 cat "$DEMO_RUN/metrics.jsonl"
+echo
+echo "== cnnspec plot $DEMO_RUN; cnnspec visualize filters $DEMO_RUN --layer conv1"
+cnnspec plot "$DEMO_RUN"
+cnnspec visualize filters "$DEMO_RUN" --layer conv1
 
 # --- export, verification and predict (issue 4) ---------------------------------------------------
 # Uses the run trained above (DEMO_RUN_DIR, default .demo/run); trains one short epoch if none is there.
@@ -54,3 +59,40 @@ PY
 echo
 echo "== cnnspec predict .demo/model_repository .demo/digits/*"
 cnnspec predict .demo/model_repository .demo/digits/*
+
+# --- serving (issue 5) ----------------------------------------------------------------------------
+# Start the service on the exported repository, classify the digit images through HTTP, stop it.
+echo
+echo "== cnnspec serve .demo/model_repository (KServe V2 on 127.0.0.1), classify the digits, stop"
+python - <<'PY'
+import json, os, signal, socket, subprocess, sys, time, urllib.request
+from pathlib import Path
+
+with socket.socket() as probe:  # a free loopback port
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+base = f"http://127.0.0.1:{port}"
+server = subprocess.Popen(["cnnspec", "serve", ".demo/model_repository", "--port", str(port), "--log-level", "warning"])
+try:
+    for _ in range(300):
+        try:
+            if urllib.request.urlopen(f"{base}/v2/health/ready", timeout=1).status == 200:
+                break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        sys.exit("the service did not become ready within 30 s")
+    print(f"ready at {base}; model metadata:", json.loads(urllib.request.urlopen(f"{base}/v2/models/simple_cnn").read())["inputs"])
+    right = 0
+    digits = sorted(Path(".demo/digits").iterdir())
+    for path in digits:
+        request = urllib.request.Request(f"{base}/v2/models/simple_cnn/classify?k=1", data=path.read_bytes(),
+                                         headers={"Content-Type": "image/png" if path.suffix == ".png" else "image/jpeg"})
+        top = json.loads(urllib.request.urlopen(request, timeout=10).read())["predictions"][0]
+        right += top["label"] == path.stem.split("label")[1]
+        print(f"  {path.name:<22} -> {top['label']} ({top['probability']:.3f})")
+    print(f"{right}/{len(digits)} digits classified correctly through the service")
+finally:
+    server.send_signal(signal.SIGTERM)
+    print("service stopped, exit code", server.wait(timeout=30))
+PY

@@ -282,3 +282,10 @@ def test_analyze_never_imports_torch():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "HEAVY []" in result.stderr
+
+
+def test_readme_lists_every_command():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Command line"):readme.index("<!-- section:training -->")]
+    for name in cli.commands:
+        assert f"`cnnspec {name} " in section, f"README's command table lacks `cnnspec {name}`"
