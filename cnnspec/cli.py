@@ -385,7 +385,7 @@ def predict_command(model: Path, images: tuple[Path, ...], name: str | None, ver
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
               help="cuda needs onnxruntime-gpu; there is no silent CPU fallback.  [default: cpu]")
 @click.option("--intra-op-threads", type=click.IntRange(min=0), default=None,
-              help="onnxruntime threads per model instance (0 = one per core).  [default: 1]")
+              help="onnxruntime threads per model instance (0 = one per core).  [default: 2]")
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=None,
               help="Override config.pbtxt's max_batch_size.")
 @click.option("--max-queue-delay-us", type=click.IntRange(min=0), default=None,

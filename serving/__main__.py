@@ -24,7 +24,7 @@ def parse_args(argv: Sequence[str] | None = None) -> dict[str, Any]:
     add("--host", help="interface to bind (default 127.0.0.1)")
     add("--port", type=int, help="TCP port (default 8000)")
     add("--device", choices=["cpu", "cuda"], help="cuda needs onnxruntime-gpu (default cpu)")
-    add("--intra-op-threads", type=int, help="onnxruntime threads per model instance (default 1)")
+    add("--intra-op-threads", type=int, help="onnxruntime threads per model instance (default 2)")
     add("--max-batch-size", type=int, help="override config.pbtxt's max_batch_size")
     add("--max-queue-delay-us", type=int, help="override dynamic_batching.max_queue_delay_microseconds")
     add("--max-body-bytes", type=int, help="request body limit, also after decompression (default 8 MiB)")

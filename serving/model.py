@@ -2,7 +2,7 @@
 
 Sessions are created with settings that leave a core to the HTTP side: spinning intra-/inter-op
 threads are off (``session.intra_op.allow_spinning=0``: a spinning pool burns a core after every
-call and starves the event loop on small machines) and intra-op threads default to 1.
+call and starves the event loop on small machines) and intra-op threads default to 2.
 """
 
 from __future__ import annotations

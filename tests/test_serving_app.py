@@ -83,7 +83,7 @@ def copy_model(repo: Path, name: str) -> None:
 
 def test_settings_defaults_environment_and_flags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     defaults = ServeSettings(model_repository=tmp_path)
-    assert (defaults.host, defaults.port, defaults.device, defaults.intra_op_threads) == ("127.0.0.1", 8000, "cpu", 1)
+    assert (defaults.host, defaults.port, defaults.device, defaults.intra_op_threads) == ("127.0.0.1", 8000, "cpu", 2)
     assert defaults.max_body_bytes == 8 * 1024 * 1024 and defaults.auth_token is None and not defaults.watch
     monkeypatch.setenv("CNNSPEC_SERVE_PORT", "9100")
     monkeypatch.setenv("CNNSPEC_SERVE_AUTH_TOKEN", "s3cret")
