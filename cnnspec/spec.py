@@ -26,7 +26,7 @@ from .validation import diagnose
 class InputSpec(BaseModel):
     """The model input, one image: channels x height x width."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     channels: PositiveInt = Field(description="Image channels (1 for grey, 3 for RGB).")
     height: PositiveInt = Field(description="Image height in pixels.")
@@ -40,7 +40,7 @@ class InputSpec(BaseModel):
 class TrainConfig(BaseModel):
     """Optional training defaults; ``cnnspec train`` flags override them."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     dataset: str | None = Field(None, description="mnist, fashion_mnist, cifar10, imagefolder or mnist_sample.")
     data_dir: str | None = Field(None, description="Where the dataset lives.")
@@ -59,7 +59,7 @@ class TrainConfig(BaseModel):
 class BlockDefinition(BaseModel):
     """A reusable, parameterised group of layers; ``$arg`` strings are replaced by argument values."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     args: dict[str, Any] = Field(default_factory=dict, description="Argument names and their default values.")
     layers: list[dict[str, Any]] = Field(min_length=1, description="The block's layers; 'input' names the block's input.")
@@ -68,7 +68,7 @@ class BlockDefinition(BaseModel):
 class BlockUse(BaseModel):
     """A use of a block in a layer list, optionally repeated (a ResNet stage, a VGG stage)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     block: str = Field(description="Name of a block under 'blocks'.")
     name: str | None = Field(None, pattern=NAME_PATTERN, description="Prefix for the expanded layer names; also names the block's output.")
@@ -81,7 +81,7 @@ class BlockUse(BaseModel):
 class SpecHeader(BaseModel):
     """Everything in a spec file except the contents of the layer list."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     name: str = Field(pattern=NAME_PATTERN, description="Model name, e.g. simple_cnn.")
     description: str | None = Field(None, description="What the model is and what it teaches.")
