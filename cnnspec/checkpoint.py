@@ -38,6 +38,8 @@ from typing import Any
 from .errors import CnnspecError
 
 FORMAT = "cnnspec-checkpoint/1"
+#: what a run directory stands for, in order of preference
+CHECKPOINT_NAMES = ("best.pt", "last.pt")
 
 
 class CheckpointError(CnnspecError):
@@ -150,3 +152,18 @@ def check_spec(payload: dict[str, Any], spec: Any, path: str | Path = "checkpoin
             f"{str(payload.get('spec_hash'))[:12]}) than {spec.file} (hash {spec.hash[:12]}); "
             "use the spec the checkpoint was trained with, or start a new run"
         )
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file as given, or a run directory's best.pt (else last.pt)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in CHECKPOINT_NAMES:
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(
+            f"run directory {path} holds no checkpoint (neither best.pt nor last.pt); "
+            f"train first with: cnnspec train SPEC --out {path}")
+    if not path.exists():
+        raise CheckpointError(f"no run directory or checkpoint at {path}")
+    return path

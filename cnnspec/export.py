@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import __version__
-from .checkpoint import CheckpointError, atomic_write_bytes, check_spec, load_checkpoint
+from .checkpoint import CheckpointError, atomic_write_bytes, check_spec, load_checkpoint, resolve_checkpoint
 from .errors import CnnspecError
 from .images import COLOR_MODES, normalize_pixels
 from .repository import (
@@ -50,7 +50,6 @@ TOLERANCE = 1e-4
 RANDOM_BATCHES = (1, 7)
 DEFAULT_SAMPLES = 63  # odd, so a batch-size bug that only shows on odd sizes cannot hide
 QUANTIZE_MODES = ("none", "dynamic-int8", "static-int8")
-CHECKPOINT_NAMES = ("best.pt", "last.pt")
 MAX_PROTO_BYTES = 2**31 - 1  # protobuf's limit for a single serialised model
 
 
@@ -90,20 +89,6 @@ class TrainedRun:
         if value is None:
             value = self.payload.get("best_eval_accuracy")
         return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file as given, or a run directory's best.pt (else last.pt)."""
-    path = Path(path)
-    if path.is_dir():
-        for name in CHECKPOINT_NAMES:
-            if (path / name).is_file():
-                return path / name
-        raise ExportError(f"run directory {path} holds no checkpoint (neither best.pt nor last.pt); "
-                          "train first with: cnnspec train SPEC --out " + str(path))
-    if not path.exists():
-        raise ExportError(f"no run directory or checkpoint at {path}")
-    return path
 
 
 def load_run(path: str | Path, spec_file: str | Path | None = None) -> TrainedRun:

@@ -38,7 +38,6 @@ MAX_BARS = 20
 
 REQUIRED_METRICS = ("epoch", "train_loss", "train_accuracy")
 OPTIONAL_METRICS = ("eval_loss", "eval_accuracy")
-CHECKPOINT_NAMES = ("best.pt", "last.pt")
 CONV_TYPES = ("conv2d",)
 
 # Red for positive, blue for negative, white for zero: weights and pre-activation maps are signed.
@@ -221,23 +220,9 @@ class TrainedModel:
         return ", ".join(parts)
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a run directory's best.pt (else last.pt)."""
-    path = Path(path)
-    if path.is_dir():
-        for name in CHECKPOINT_NAMES:
-            if (path / name).is_file():
-                return path / name
-        raise UsageError(f"no checkpoint in {path} (neither best.pt nor last.pt)",
-                         ["give a checkpoint file, or a run directory written by `cnnspec train`"])
-    if not path.exists():
-        raise UsageError(f"no checkpoint or run directory at {path}")
-    return path
-
-
 def load_trained_model(path: str | Path) -> TrainedModel:
     """Load a checkpoint safely, rebuild its model from the stored spec text and load the weights."""
-    from .checkpoint import CheckpointError, check_spec, load_checkpoint
+    from .checkpoint import CheckpointError, check_spec, load_checkpoint, resolve_checkpoint
     from .compile import build_model
     from .spec import parse_spec
 

@@ -254,9 +254,9 @@ def test_visualize_filters_errors(run_dir: Path, tmp_path: Path, capsys: pytest.
 
 def test_visualize_refuses_missing_or_broken_checkpoints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(["visualize", "filters", tmp_path / "missing.pt", "--layer", "conv1"], capsys)
-    assert code == 1 and f"no checkpoint or run directory at {tmp_path / 'missing.pt'}" in err
+    assert code == 1 and f"no run directory or checkpoint at {tmp_path / 'missing.pt'}" in err
     code, _, err = run_cli(["visualize", "filters", tmp_path, "--layer", "conv1"], capsys)
-    assert code == 1 and f"error: no checkpoint in {tmp_path} (neither best.pt nor last.pt)" in err
+    assert code == 1 and f"error: run directory {tmp_path} holds no checkpoint (neither best.pt nor last.pt)" in err
     (tmp_path / "last.pt").write_bytes(b"not a checkpoint at all")
     code, _, err = run_cli(["visualize", "filters", tmp_path, "--layer", "conv1"], capsys)
     assert code == 1 and "last.pt is not a readable checkpoint" in err and "Traceback" not in err
