@@ -78,6 +78,8 @@ def providers_for(device: str) -> list[str]:
     """The execution providers for ``--device``; asking for CUDA without onnxruntime-gpu is an error."""
     if device == "cpu":
         return ["CPUExecutionProvider"]
+    if hasattr(ort, "preload_dlls"):  # onnxruntime-gpu >= 1.21: load CUDA/cuDNN from NVIDIA's pip wheels
+        ort.preload_dlls()
     available = ort.get_available_providers()
     if "CUDAExecutionProvider" not in available:
         raise StartupError(
