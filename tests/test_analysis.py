@@ -289,3 +289,11 @@ def test_readme_lists_every_command():
     section = readme[readme.index("## Command line"):readme.index("<!-- section:training -->")]
     for name in cli.commands:
         assert f"`cnnspec {name} " in section, f"README's command table lacks `cnnspec {name}`"
+
+
+def test_explain_shows_the_union_at_a_residual_add():
+    # ResNet-18 layer2_0: the main path sees 67 pixels, the 1x1 stride-2 shortcut 43, both centred
+    # on pixel 0 of the input: spans [-33, 33] and [-21, 21], whose union is the main path's.
+    output = CliRunner().invoke(cli, ["analyze", "specs/resnet18.yaml", "--explain"]).output
+    block = output[output.index("layer2_0_add (add)"):]
+    assert "RF_H: union of [-33, 33], [-21, 21] = [-33, 33]: size = 67, jump = 8, start = 0" in block

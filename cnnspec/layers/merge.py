@@ -4,7 +4,7 @@
 from typing import Any, ClassVar, Literal
 
 from ..errors import LayerError
-from .base import Layer, ReceptiveField, Shape, show
+from .base import Layer, ReceptiveField, Shape, fmt, show
 
 
 class _Merge(Layer):
@@ -18,7 +18,16 @@ class _Merge(Layer):
         return ReceptiveField.union(fields)
 
     def explain_field(self, before: list[ReceptiveField], after: ReceptiveField) -> list[str]:
-        return [f"RF = union of {len(before)} input fields"]
+        """Per axis, each input's pixel span [start - (size-1)/2, start + (size-1)/2] and their union."""
+        lines = []
+        for label, axis in (("H", "height"), ("W", "width")):
+            spans = ", ".join(f"[{fmt(getattr(f, axis).low)}, {fmt(getattr(f, axis).high)}]" for f in before)
+            merged = getattr(after, axis)
+            lines.append(
+                f"RF_{label}: union of {spans} = [{fmt(merged.low)}, {fmt(merged.high)}]: "
+                f"size = {fmt(merged.size)}, jump = {fmt(merged.jump)}, start = {fmt(merged.start)}"
+            )
+        return lines
 
 
 def _received(shapes: list[Shape], sources: list[str]) -> str:
