@@ -28,7 +28,7 @@ from .errors import BadRequest, NotFound, ServingError, Unauthorized, Unavailabl
 from .http import (ClientDisconnected, Receive, RequestHeaders, Send, compress, read_body, send_bytes,
                    send_error)
 from .metrics import Metrics
-from .protocol import build_infer_response, parse_infer_request
+from .protocol import build_infer_response, parse_infer_request, parse_json_object
 from .repository import ModelTable, parse_version
 from .settings import ServeSettings
 
@@ -283,15 +283,7 @@ class ServingApp:
 
     async def _small_json(self, request: Request) -> dict[str, Any]:
         body = await read_body(request.receive, RequestHeaders(request.scope["headers"]), 64 * 1024)
-        if not body.strip():
-            return {}
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as error:
-            raise BadRequest(f"malformed JSON in the request body: {error}") from None
-        if not isinstance(payload, dict):
-            raise BadRequest("the request body must be a JSON object")
-        return payload
+        return parse_json_object(body) if body.strip() else {}
 
     async def prometheus(self, request: Request) -> Response:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)

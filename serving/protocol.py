@@ -43,16 +43,22 @@ class InferRequest:
     outputs: list[RequestedOutput]
 
 
+def parse_json_object(text: bytes, shape_hint: str = "") -> dict[str, Any]:
+    """A JSON object from a request body; malformed JSON or a non-object is a BadRequest."""
+    try:
+        payload = orjson.loads(text)
+    except orjson.JSONDecodeError as error:
+        raise BadRequest(f"malformed JSON in the request body: {error}") from None
+    if not isinstance(payload, dict):
+        raise BadRequest(f"the request body must be a JSON object{shape_hint}")
+    return payload
+
+
 def parse_infer_request(body: bytes, header_length: int | None, model: ModelVersion,
                         allow_non_finite: bool = False) -> InferRequest:
     """Parse and validate a request body against ``model``; raises BadRequest naming the problem."""
     header_bytes, binary = _split_body(body, header_length)
-    try:
-        header = orjson.loads(header_bytes)
-    except orjson.JSONDecodeError as error:
-        raise BadRequest(f"malformed JSON in the request body: {error}") from None
-    if not isinstance(header, dict):
-        raise BadRequest("the request body must be a JSON object with an 'inputs' list")
+    header = parse_json_object(header_bytes, " with an 'inputs' list")
     request_id = header.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise BadRequest(f"'id' must be a string, got {type(request_id).__name__}")
