@@ -20,6 +20,7 @@ from tritonclient.grpc import model_config_pb2
 
 import cnnspec
 from cnnspec.checkpoint import save_checkpoint
+from cli_helpers import run_cli
 from cnnspec.cli import main
 from cnnspec.data import dataset_info, load_split, normalize
 from cnnspec.errors import CnnspecError
@@ -98,17 +99,6 @@ def snapshot(root: Path) -> dict[str, bytes | None]:
     if not root.exists():
         return {}
     return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Run `cnnspec ARGS` in-process: (exit code, stdout, stderr)."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as done:
-        code = int(done.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ from PIL import Image
 
 import cnnspec
 from cnnspec import plots
-from cnnspec.cli import main
+from cli_helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "specs" / "simple_cnn.yaml"
@@ -38,17 +38,6 @@ METRICS = [
 
 
 FIRST = (json.dumps(METRICS[0]) + "\n").encode()
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Run `cnnspec ARGS` through cli.main (the real error channel); return (exit code, stdout, stderr)."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as done:
-        code = int(done.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def png_size(path: Path) -> tuple[int, int]:
