@@ -91,8 +91,8 @@ def build_repository(dest: Path, spec_path: Path) -> tuple[Path, str]:
     import torch
 
     import cnnspec
-    from cnnspec.checkpoint import save_checkpoint
-    from cnnspec.export import ExportOptions, export
+    from cnnspec.train.checkpoint import save_checkpoint
+    from cnnspec.export.pipeline import ExportOptions, export
 
     spec = cnnspec.load_spec(spec_path)
     torch.manual_seed(0)

@@ -18,14 +18,14 @@ __all__ = ["__version__", "analyze", "build_model", "load_spec", "parse_spec"]
 
 def load_spec(path: Any) -> Any:
     """Load and validate a spec file (YAML or JSON); raises cnnspec.errors.SpecError."""
-    from .spec import load_spec as _load
+    from .spec.model import load_spec as _load
 
     return _load(path)
 
 
 def parse_spec(text: str, file: str = "<string>", *, json_syntax: bool = False) -> Any:
     """Load and validate spec text."""
-    from .spec import parse_spec as _parse
+    from .spec.model import parse_spec as _parse
 
     return _parse(text, file, json_syntax=json_syntax)
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import Diagnostic, LayerError, SpecError
-from .graph import MODEL_INPUT
+from .spec.graph import MODEL_INPUT
 from .layers.base import ReceptiveField, Shape, prod
-from .spec import Node, Spec
+from .spec.model import Node, Spec
 
 BYTES_PER_ELEMENT = 4  # float32
 

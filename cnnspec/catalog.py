@@ -105,7 +105,7 @@ def json_schema() -> dict[str, Any]:
 
     from pydantic import Field, TypeAdapter, create_model
 
-    from .spec import BlockUse, SpecHeader
+    from .spec.model import BlockUse, SpecHeader
 
     layer_union = Annotated[Union[tuple(LAYER_TYPES.values())], Field(discriminator="type")]
     entry = Union[layer_union, BlockUse]

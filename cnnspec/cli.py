@@ -80,7 +80,7 @@ def analyze(spec: Path, format_: str, explain: bool) -> None:
     """Shapes, parameters, MACs and receptive fields of every layer, without running anything."""
     from .analysis import analyze as run_analysis
     from .report import render
-    from .spec import load_spec
+    from .spec.model import load_spec
 
     result = run_analysis(load_spec(spec))
     click.echo(render(result, format_, explain=explain), nl=False)
@@ -92,7 +92,7 @@ def analyze(spec: Path, format_: str, explain: bool) -> None:
 def validate(specs: tuple[Path, ...], quiet: bool) -> None:
     """Check spec files; exit 0 only if every one is valid."""
     from .analysis import analyze as run_analysis
-    from .spec import load_spec
+    from .spec.model import load_spec
 
     failed = 0
     for path in specs:
@@ -120,7 +120,7 @@ def schema(output: Path | None) -> None:
 
     text = json.dumps(json_schema(), indent=2) + "\n"
     if output:
-        from .checkpoint import atomic_write_bytes
+        from .train.checkpoint import atomic_write_bytes
 
         atomic_write_bytes(output, text.encode())
         click.echo(f"wrote {output}")
@@ -167,7 +167,7 @@ def layers(layer_type: str | None, format_: str) -> None:
 
 # --- commands added by later stages go below (keep each command thin) --------------------------
 
-# --- pictures (cnnspec/plots.py; matplotlib and torch are imported there, inside functions) -----
+# --- pictures (cnnspec/plots/; matplotlib and torch are imported there, inside functions) -----
 
 @cli.command("plot")
 @click.argument("run_dir", type=click.Path(path_type=Path))
@@ -175,7 +175,7 @@ def layers(layer_type: str | None, format_: str) -> None:
               help="PNG file to write.  [default: RUN_DIR/curves.png]")
 def plot_command(run_dir: Path, output: Path | None) -> None:
     """Training curves of a run: loss and accuracy per epoch, train and eval (PNG)."""
-    from .plots import plot_curves
+    from .plots.figures import plot_curves
 
     click.echo(str(plot_curves(run_dir, output)))
 
@@ -198,7 +198,7 @@ def visualize_filters(checkpoint: Path, layer: str, input_channel: str, max_filt
     """Draw a conv layer's kernels as a grid, one small image per filter (a run directory means its
     best.pt, else last.pt)."""
     from .errors import UsageError
-    from .plots import plot_filters
+    from .plots.figures import plot_filters
 
     if input_channel != "mean" and not input_channel.isdigit():
         raise UsageError(f"--input-channel must be a number or 'mean', got '{input_channel}'")
@@ -217,7 +217,7 @@ def visualize_filters(checkpoint: Path, layer: str, input_channel: str, max_filt
               help="PNG file to write.  [default: feature_maps_IMAGE.png next to the checkpoint]")
 def visualize_feature_maps(checkpoint: Path, image: Path, max_channels: int, invert: bool, output: Path | None) -> None:
     """Draw what every conv layer computes for one image, with the model's prediction."""
-    from .plots import plot_feature_maps
+    from .plots.figures import plot_feature_maps
 
     click.echo(str(plot_feature_maps(checkpoint, image, output, max_channels=max_channels, invert=invert)))
 
@@ -230,7 +230,7 @@ def summary(spec: Path, format_: str) -> None:
     """The analysis next to the compiled module's real numbers (shapes from a forward pass, counted
     parameters and buffers, MACs from torch's FLOP counter); exit 1 if any layer disagrees."""
     from .analysis import analyze as run_analysis
-    from .spec import load_spec
+    from .spec.model import load_spec
     from .summary import render, summarize
 
     result = summarize(run_analysis(load_spec(spec)))
@@ -239,7 +239,7 @@ def summary(spec: Path, format_: str) -> None:
         raise click.exceptions.Exit(1)
 
 
-# --- training (cnnspec/train.py, cnnspec/data.py; torch is imported there) ----------------------
+# --- training (cnnspec/train/; torch is imported there) ----------------------
 
 @cli.command("train")
 @click.argument("spec", type=click.Path(path_type=Path))
@@ -268,12 +268,12 @@ def summary(spec: Path, format_: str) -> None:
 def train_command(spec: Path, out: Path, resume: bool, download: bool, **flags: object) -> None:
     """Train a spec's model; flags override the spec's train: section. Multi-process with
     `torchrun --nproc_per_node=N -m cnnspec train ...` (DDP)."""
-    from .train import train
+    from .train.loop import train
 
     train(spec, out, resume=resume, download=download, **flags)
 
 
-# --- export and predict (cnnspec/export.py, repository.py, predict.py; torch/onnx imported there) --
+# --- export and predict (cnnspec/export/, deploy/; torch/onnx imported there) --
 
 def _wide_console(stderr: bool = False) -> object:
     """A rich console that does not squeeze report tables to 80 columns when output is a pipe."""
@@ -327,8 +327,8 @@ def export_command(source: Path, repo: Path | None, name: str | None, version_: 
     import json
 
     from .errors import UsageError
-    from .export import ExportOptions, export, render_report, report_json
-    from .repository import ServingConfig
+    from .export.pipeline import ExportOptions, export, render_report, report_json
+    from .deploy.repository import ServingConfig
 
     if repo is None and output is None:
         raise UsageError("say where to write the model: --repo MODEL_REPO and/or -o model.onnx")
@@ -367,7 +367,7 @@ def predict_command(model: Path, images: tuple[Path, ...], name: str | None, ver
                     format_: str) -> None:
     """Classify image files (PNG, JPEG, ...; any size and colour mode) with an exported model,
     preprocessed as its metadata says; prints the top-k labels with softmax probabilities."""
-    from .predict import predict_files, render, resolve_model
+    from .deploy.predict import predict_files, render, resolve_model
 
     path = resolve_model(model, name, version_)
     results = predict_files(path, list(images), top_k)

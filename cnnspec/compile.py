@@ -21,8 +21,8 @@ from torch import nn
 
 from .analysis import Analysis, LayerReport, analyze
 from .errors import Diagnostic, SpecError
-from .graph import MODEL_INPUT
-from .spec import Spec, load_spec
+from .spec.graph import MODEL_INPUT
+from .spec.model import Spec, load_spec
 
 #: instance attributes CompiledModel sets in __init__ (its methods and properties are in dir(CompiledModel));
 #: a layer may not share their names

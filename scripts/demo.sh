@@ -42,7 +42,7 @@ echo "== real test-split digits as image files of assorted sizes and modes -> .d
 python - <<'PY'
 from pathlib import Path
 from PIL import Image
-from cnnspec.data import load_split
+from cnnspec.train.data import load_split
 
 images, labels = load_split("mnist_sample", None, train=False)  # held out from training
 folder = Path(".demo/digits")

@@ -2,7 +2,7 @@
 
 For people, not programs: ``curl -F file=@digit.png http://127.0.0.1:8000/v2/models/simple_cnn/classify?k=3``
 or ``curl --data-binary @digit.png -H 'Content-Type: image/png' ...``. Preprocessing comes from the
-model's ONNX metadata through ``cnnspec.images`` (the same code ``cnnspec predict`` uses), the
+model's ONNX metadata through ``cnnspec.deploy.images`` (the same code ``cnnspec predict`` uses), the
 image then goes through the model's batcher like any other request, and the logits are turned into
 probabilities with a softmax.
 """
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from starlette.requests import Request
 
-from cnnspec.images import ImageError, Preprocessing, labels_from_metadata, softmax, to_array, top_k
+from cnnspec.deploy.images import ImageError, Preprocessing, labels_from_metadata, softmax, to_array, top_k
 
 from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from .repository import ModelEntry

@@ -31,7 +31,7 @@ from .settings import ServeSettings
 
 log = logging.getLogger("serving")
 
-NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")  # as cnnspec.repository.check_name
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")  # as cnnspec.deploy.repository.check_name
 VERSION_PATTERN = re.compile(r"[1-9][0-9]{0,17}")
 
 

@@ -17,14 +17,14 @@ def exported_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """MODEL_REPO/simple_cnn/{config.pbtxt,labels.txt,1/model.onnx} from specs/simple_cnn.yaml.
 
     The weights are the seeded initial ones (no training, to keep the suite fast); the checkpoint
-    and the export go through cnnspec.checkpoint and cnnspec.export exactly as `cnnspec export` does.
+    and the export go through cnnspec.train.checkpoint and cnnspec.export exactly as `cnnspec export` does.
     Tests that change a repository copy this one first (shutil.copytree)."""
     import torch
 
     import cnnspec
-    from cnnspec.checkpoint import save_checkpoint
-    from cnnspec.export import ExportOptions, export
-    from cnnspec.spec import load_spec
+    from cnnspec.train.checkpoint import save_checkpoint
+    from cnnspec.export.pipeline import ExportOptions, export
+    from cnnspec.spec.model import load_spec
 
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("serving")

@@ -217,7 +217,7 @@ def test_unknown_block_argument_in_template():
 
 def test_json_and_yaml_are_the_same_language():
 
-    from cnnspec.source import load_file
+    from cnnspec.spec.source import load_file
 
     data = load_file(ROOT / "specs" / "simple_cnn.yaml").data
     from_json = analyze(parse_spec(json.dumps(data, indent=1), "s.json", json_syntax=True))
@@ -228,7 +228,7 @@ def test_json_and_yaml_are_the_same_language():
 def test_json_schema_validates_shipped_specs_and_rejects_typos():
     import jsonschema
 
-    from cnnspec.source import load_file
+    from cnnspec.spec.source import load_file
 
     schema = json_schema()
     jsonschema.Draft202012Validator.check_schema(schema)

@@ -32,8 +32,8 @@ import cnnspec
 from cnnspec.analysis import Analysis, analyze
 from cnnspec.compile import CompiledModel, build_model, make_plan
 from cnnspec.errors import SpecError
-from cnnspec.graph import MODEL_INPUT
-from cnnspec.spec import load_spec, parse_spec
+from cnnspec.spec.graph import MODEL_INPUT
+from cnnspec.spec.model import load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC_FILES = sorted(

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnspec.data import (DATASETS, DatasetError, check_spec_matches, dataset_for_spec, dataset_info, epoch_order,
+from cnnspec.train.data import (DATASETS, DatasetError, check_spec_matches, dataset_for_spec, dataset_info, epoch_order,
                           eval_shard, load_split, normalize)
 from cnnspec.errors import SpecError
-from cnnspec.spec import load_spec
+from cnnspec.spec.model import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

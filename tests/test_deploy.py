@@ -191,7 +191,9 @@ def cnnspec_modules_imported_by_serving() -> set[str]:
             names = ([node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
                      else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
             modules |= {n for n in names if n == "cnnspec" or n.startswith("cnnspec.")}
-    return {"cnnspec/__init__.py", *(m.replace(".", "/") + ".py" for m in modules if m != "cnnspec")}
+    packages = {".".join(m.split(".")[:i]) for m in modules for i in range(1, m.count(".") + 1)}
+    return ({p.replace(".", "/") + "/__init__.py" for p in packages | {"cnnspec"}}
+            | {m.replace(".", "/") + ".py" for m in modules - packages if m != "cnnspec"})
 
 
 def test_dockerfile_copies_the_service_and_only_the_cnnspec_modules_it_imports(dockerfile):

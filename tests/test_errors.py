@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from cnnspec.cli import cli
 from cnnspec.errors import SpecError
-from cnnspec.spec import load_spec, parse_spec
+from cnnspec.spec.model import load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 INVALID = ROOT / "specs" / "invalid"

@@ -1,7 +1,7 @@
 """cnnspec export: ONNX graphs that compute what PyTorch computes, carry their metadata, and land in
 a Triton-layout model repository atomically; bad inputs leave the repository unchanged.
 
-Real checkpoints (the SimpleCNN one comes from `cnnspec.train.train` on the built-in MNIST sample),
+Real checkpoints (the SimpleCNN one comes from `cnnspec.train.loop.train` on the built-in MNIST sample),
 real onnxruntime, Triton's own config schema (tritonclient.grpc.model_config_pb2)."""
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 import cnnspec
-from cnnspec.checkpoint import save_checkpoint
+from cnnspec.train.checkpoint import save_checkpoint
 from cli_helpers import run_cli
 from cnnspec.cli import main
-from cnnspec.data import dataset_info, load_split, normalize
+from cnnspec.train.data import dataset_info, load_split, normalize
 from cnnspec.errors import CnnspecError
-from cnnspec.export import ExportOptions, build, export, load_run
-from cnnspec.images import METADATA_KEYS
+from cnnspec.export.pipeline import ExportOptions, build, export, load_run
+from cnnspec.deploy.images import METADATA_KEYS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPECS = REPO_ROOT / "specs"
@@ -58,7 +58,7 @@ def train_simple_cnn(base: Path) -> Path:
     (in-process), made once per test session."""
     run = base / "simple_cnn_run"
     if not (run / "best.pt").is_file():
-        from cnnspec.train import train
+        from cnnspec.train.loop import train
 
         train(SPECS / "simple_cnn.yaml", run, dataset="mnist_sample", epochs=1, device="cpu",
               reporter_out=io.StringIO())
@@ -294,7 +294,7 @@ def test_failed_verification_writes_nothing(simple_run: Path, tmp_path: Path,
 def test_interrupted_write_leaves_no_half_model(simple_run: Path, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """A failure at the final rename (disk full, kill) leaves neither the model folder nor temp files."""
-    import cnnspec.repository as repository
+    import cnnspec.deploy.repository as repository
 
     repo = tmp_path / "repo"
     repo.mkdir()

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 import cnnspec
-from cnnspec import plots
+from cnnspec.plots import figures as plots
 from cli_helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +70,7 @@ def mnist_digit() -> tuple[np.ndarray, int]:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run directory as `cnnspec train` writes it: metrics.jsonl, spec.yaml, last.pt, best.pt."""
-    from cnnspec.checkpoint import save_checkpoint
+    from cnnspec.train.checkpoint import save_checkpoint
 
     run = tmp_path_factory.mktemp("run")
     text = SPEC.read_text(encoding="utf-8")

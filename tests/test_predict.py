@@ -1,4 +1,4 @@
-"""cnnspec predict and cnnspec.images: real digit images in odd sizes and modes, preprocessed from
+"""cnnspec predict and cnnspec.deploy.images: real digit images in odd sizes and modes, preprocessed from
 the exported model's metadata alone, classified by onnxruntime; bad inputs give clear errors."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 
 from cnnspec.cli import main
-from cnnspec.data import dataset_info, load_split, normalize
-from cnnspec.images import ImageError, Preprocessing, normalize_pixels, preprocess, softmax
-from cnnspec.predict import Predictor, resolve_model
-from cnnspec.repository import RepositoryError
+from cnnspec.train.data import dataset_info, load_split, normalize
+from cnnspec.deploy.images import ImageError, Preprocessing, normalize_pixels, preprocess, softmax
+from cnnspec.deploy.predict import Predictor, resolve_model
+from cnnspec.deploy.repository import RepositoryError
 from test_export import run_cli, train_simple_cnn
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -167,10 +167,10 @@ def test_bad_inputs_to_predict(repo: Path, digit_files: list[tuple[Path, int]], 
 
 
 def test_predict_and_images_never_import_torch(repo: Path, digit_files: list[tuple[Path, int]]) -> None:
-    """serving/ reuses cnnspec.images; predict runs where torch is not installed."""
+    """serving/ reuses cnnspec.deploy.images; predict runs where torch is not installed."""
     code = (
         "import sys\n"
-        "from cnnspec.predict import Predictor, resolve_model\n"
+        "from cnnspec.deploy.predict import Predictor, resolve_model\n"
         f"p = Predictor.load(resolve_model({str(repo)!r}))\n"
         f"print(p.predict([{str(digit_files[0][0])!r}], 1)[0][0]['label'])\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"

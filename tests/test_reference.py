@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cnnspec.source import load_file
+from cnnspec.spec.source import load_file
 
 import cnnspec
 

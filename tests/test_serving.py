@@ -101,7 +101,7 @@ def client(server: Server):
 @pytest.fixture(scope="module")
 def reference(server: Server):
     """In-process onnxruntime on the same file the server serves."""
-    from cnnspec.export import new_session
+    from cnnspec.export.pipeline import new_session
 
     return new_session(server.repo / MODEL / "1" / "model.onnx", threads=1)
 
@@ -257,7 +257,7 @@ def mnist_png(index: int) -> tuple[bytes, int]:
 
 
 def test_classify_a_real_digit(server: Server, reference) -> None:
-    from cnnspec.images import preprocess, softmax
+    from cnnspec.deploy.images import preprocess, softmax
 
     png, _ = mnist_png(0)
     upload = httpx.post(f"{server.base}/v2/models/{MODEL}/classify?k=3", files={"file": ("digit.png", png, "image/png")})

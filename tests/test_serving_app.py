@@ -63,8 +63,8 @@ def images(count: int, seed: int = 0) -> np.ndarray:
 
 
 def add_version(repo: Path, version: int, model_bytes: bytes | None = None) -> None:
-    """A new version folder through cnnspec.repository (atomic, as `cnnspec export` writes it)."""
-    from cnnspec.repository import write_model
+    """A new version folder through cnnspec.deploy.repository (atomic, as `cnnspec export` writes it)."""
+    from cnnspec.deploy.repository import write_model
 
     folder = repo / MODEL
     data = model_bytes if model_bytes is not None else (folder / "1" / "model.onnx").read_bytes()
@@ -183,7 +183,7 @@ def make_batcher(repo: Path, delay_us: int, arrivals: Arrivals | None = None) ->
 
 
 def test_batcher_coalesces_requests_and_splits_results_back(exported_repository: Path) -> None:
-    from cnnspec.export import new_session
+    from cnnspec.export.pipeline import new_session
 
     batcher, _ = make_batcher(exported_repository, delay_us=0)
     reference = new_session(exported_repository / MODEL / "1" / "model.onnx")

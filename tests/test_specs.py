@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cnnspec.source import load_file
+from cnnspec.spec.source import load_file
 from click.testing import CliRunner
 
 import cnnspec

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnspec.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
+from cnnspec.train.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
 from cnnspec.cli import main
-from cnnspec.spec import load_spec
-from cnnspec.train import DEFAULTS, options_for_resume, resolve_options, train
+from cnnspec.spec.model import load_spec
+from cnnspec.train.loop import DEFAULTS, options_for_resume, resolve_options, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -162,7 +162,7 @@ class _Terminal(io.StringIO):
 
 
 def test_progress_bar_on_a_terminal_and_plain_lines_elsewhere() -> None:
-    from cnnspec.train import Reporter
+    from cnnspec.train.loop import Reporter
 
     terminal = _Terminal()
     reporter = Reporter(True, terminal)
@@ -188,7 +188,7 @@ def test_progress_bar_on_a_terminal_and_plain_lines_elsewhere() -> None:
 @pytest.mark.parametrize("scheduler", ["none", "cosine", "step", "onecycle"])
 def test_every_optimizer_and_scheduler_state_survives_a_weights_only_checkpoint(
         optimizer: str, scheduler: str, tmp_path: Path) -> None:
-    from cnnspec.train import TrainOptions, make_optimizer, make_scheduler
+    from cnnspec.train.loop import TrainOptions, make_optimizer, make_scheduler
 
     model = torch.nn.Linear(3, 2)
     options = TrainOptions(dataset="mnist_sample", optimizer=optimizer, scheduler=scheduler, epochs=2)
@@ -263,7 +263,7 @@ def test_a_failing_write_keeps_the_old_checkpoint_and_leaves_no_temp_file(tmp_pa
 
 SAVE_FOREVER = """
 import sys, torch
-from cnnspec.checkpoint import save_checkpoint
+from cnnspec.train.checkpoint import save_checkpoint
 path = sys.argv[1]
 version = 0
 while True:

@@ -52,7 +52,7 @@ class Add(_Merge):
             )
 
     def to_torch(self, shapes: list[Shape]) -> Any:
-        from ..modules import Add as AddModule
+        from .modules import Add as AddModule
 
         return AddModule()
 
@@ -79,6 +79,6 @@ class Concat(_Merge):
         return [f"C_out = {' + '.join(str(s[0]) for s in shapes)} = {out[0]}"]
 
     def to_torch(self, shapes: list[Shape]) -> Any:
-        from ..modules import Concat as ConcatModule
+        from .modules import Concat as ConcatModule
 
         return ConcatModule()

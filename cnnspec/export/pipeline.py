@@ -36,11 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from . import __version__
-from .checkpoint import CheckpointError, atomic_write_bytes, check_spec, load_checkpoint, resolve_checkpoint
-from .errors import CnnspecError
-from .images import COLOR_MODES, normalize_pixels
-from .repository import (
+from .. import __version__
+from ..train.checkpoint import CheckpointError, atomic_write_bytes, check_spec, load_checkpoint, resolve_checkpoint
+from ..errors import CnnspecError
+from ..deploy.images import COLOR_MODES, normalize_pixels
+from ..deploy.repository import (
     CONFIG_FILENAME, LABELS_FILENAME, ServingConfig, check_target, render_config, render_labels, write_model,
 )
 
@@ -93,8 +93,8 @@ class TrainedRun:
 
 def load_run(path: str | Path, spec_file: str | Path | None = None) -> TrainedRun:
     """Load a checkpoint, rebuild its spec from the stored text, refuse mismatched specs, load weights."""
-    from .analysis import analyze
-    from .spec import load_spec, parse_spec
+    from ..analysis import analyze
+    from ..spec.model import load_spec, parse_spec
 
     checkpoint = resolve_checkpoint(path)
     payload = load_checkpoint(checkpoint)
@@ -114,7 +114,7 @@ def load_run(path: str | Path, spec_file: str | Path | None = None) -> TrainedRu
 
 
 def _load_model(spec: Any, analysis: Any, payload: dict[str, Any], checkpoint: Path) -> Any:
-    from .compile import CompiledModel
+    from ..compile import CompiledModel
 
     model = CompiledModel(spec, analysis)
     try:
@@ -339,7 +339,7 @@ class Samples:
 
 def load_samples(run: TrainedRun, data_dir: str | Path | None, count: int, calibration: int) -> Samples:
     """Load the run's dataset with cnnspec.data and normalise with the checkpoint's mean/std."""
-    from .data import load_split
+    from ..train.data import load_split
 
     dataset = run.dataset
     name = dataset.get("name")

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import Diagnostic, Location, did_you_mean
+from ..errors import Diagnostic, Location, did_you_mean
 
 Locate = Callable[[tuple[Any, ...], bool], Location | None]
 

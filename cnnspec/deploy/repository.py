@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .checkpoint import atomic_write_bytes
-from .errors import CnnspecError, did_you_mean
+from ..train.checkpoint import atomic_write_bytes
+from ..errors import CnnspecError, did_you_mean
 
 MODEL_FILENAME = "model.onnx"
 CONFIG_FILENAME = "config.pbtxt"

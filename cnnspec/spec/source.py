@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from .errors import Diagnostic, Location, SpecError
+from ..errors import Diagnostic, Location, SpecError
 
 Path_ = tuple[Any, ...]
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError, did_you_mean
+from ..errors import UsageError, did_you_mean
 
 DPI = 100
 CURVES_PIXELS = (1100, 440)
@@ -60,8 +60,8 @@ def _new_figure(pixels: tuple[int, int]) -> Any:
 
 def _save(figure: Any, output: Path) -> Path:
     """Render ``figure`` to PNG bytes (no bbox trimming, so the size stays exact), write atomically."""
-    from . import __version__
-    from .checkpoint import atomic_write_bytes
+    from .. import __version__
+    from ..train.checkpoint import atomic_write_bytes
 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": f"cnnspec {__version__}"})
@@ -222,9 +222,9 @@ class TrainedModel:
 
 def load_trained_model(path: str | Path) -> TrainedModel:
     """Load a checkpoint safely, rebuild its model from the stored spec text and load the weights."""
-    from .checkpoint import CheckpointError, check_spec, load_checkpoint, resolve_checkpoint
-    from .compile import build_model
-    from .spec import parse_spec
+    from ..train.checkpoint import CheckpointError, check_spec, load_checkpoint, resolve_checkpoint
+    from ..compile import build_model
+    from ..spec.model import parse_spec
 
     file = resolve_checkpoint(path)
     payload = load_checkpoint(file)
@@ -390,7 +390,7 @@ def load_image(path: str | Path, shape: tuple[int, int, int], mean: list[float] 
     import numpy as np
     import torch
 
-    from .images import COLOR_MODES, Preprocessing, to_array
+    from ..deploy.images import COLOR_MODES, Preprocessing, to_array
 
     channels, height, width = shape
     if channels not in COLOR_MODES:

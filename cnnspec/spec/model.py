@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import Diagnostic, SpecError, did_you_mean
-from .layers import LAYER_TYPES, Layer
-from .layers.base import NAME_PATTERN, PositiveInt
+from ..errors import Diagnostic, SpecError, did_you_mean
+from ..layers import LAYER_TYPES, Layer
+from ..layers.base import NAME_PATTERN, PositiveInt
 from .source import Document, load_file, load_text
 from .validation import diagnose
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .errors import Diagnostic, did_you_mean
+from ..errors import Diagnostic, did_you_mean
 from .source import Document
 
 if TYPE_CHECKING:
-    from .spec import Node
+    from .model import Node
 
 MODEL_INPUT = "input"
 

@@ -38,8 +38,8 @@ from .checkpoint import (CheckpointError, atomic_write_bytes, capture_rng, check
                          remove_stale_temporaries, restore_rng, save_checkpoint)
 from .data import (DATASETS, DatasetInfo, Normalizer, check_spec_matches, dataset_for_spec, epoch_order, eval_shard,
                    load_split, per_channel)
-from .errors import UsageError
-from .spec import Spec, load_spec
+from ..errors import UsageError
+from ..spec.model import Spec, load_spec
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "step", "onecycle")
@@ -373,7 +373,7 @@ class Run:
                              ["add --resume to continue it, or choose another --out"])
 
     def _dataset(self) -> DatasetInfo:
-        from .analysis import analyze
+        from ..analysis import analyze
 
         info = dataset_for_spec(self.options.dataset, self.spec, self.options.data_dir)
         check_spec_matches(self.spec, info, tuple(analyze(self.spec).output_shape))
@@ -415,7 +415,7 @@ class Run:
 
     def _model(self) -> tuple[nn.Module, nn.Module]:
         """(the module to train: DDP-wrapped under torchrun, the plain compiled module)."""
-        from .compile import build_model
+        from ..compile import build_model
 
         model = build_model(self.spec).to(self.device)
         if self.channels_last:
@@ -565,8 +565,8 @@ class Run:
         atomic_write_bytes(self.run_dir / "metrics.jsonl", text.encode("utf-8"))
 
     def _payload(self, epochs_done: int) -> dict[str, Any]:
-        """The checkpoint dict (keys documented in cnnspec/checkpoint.py)."""
-        from . import __version__
+        """The checkpoint dict (keys documented in cnnspec/train/checkpoint.py)."""
+        from .. import __version__
 
         info = self.info
         return {

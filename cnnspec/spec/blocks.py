@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import Diagnostic, did_you_mean
+from ..errors import Diagnostic, did_you_mean
 from .source import Document
 
 _ARG = re.compile(r"^\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?$")
@@ -120,7 +120,7 @@ def _expand_use(
     scope: dict[str, str], blocks: dict[str, Any], document: Document, result: Expansion,
     note: str | None, depth: int,
 ) -> str | None:
-    from .spec import BlockUse
+    from .model import BlockUse
     from .validation import diagnose
 
     use_model, problems = diagnose(

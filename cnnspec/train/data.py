@@ -33,12 +33,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import CnnspecError, Diagnostic, SpecError
+from ..errors import CnnspecError, Diagnostic, SpecError
 
 if TYPE_CHECKING:  # torch is imported inside functions only
     import torch
 
-    from .spec import Spec
+    from ..spec.model import Spec
 
 
 class DatasetError(CnnspecError):
@@ -93,7 +93,7 @@ SAMPLE_TRAIN_PER_CLASS = 400  # of the 500 rows per digit in mnist_5k.csv.gz; th
 
 def dataset_info(name: str) -> DatasetInfo:
     """The registered dataset ``name``; DatasetError (with a suggestion) for an unknown name."""
-    from .errors import did_you_mean
+    from ..errors import did_you_mean
 
     if name not in DATASETS:
         hint = did_you_mean(name, DATASETS)

@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 
-from .errors import CnnspecError
+from ..errors import CnnspecError
 
 PREFIX = "cnnspec."
 # Every metadata_props key an exported model carries; values are strings, JSON where structured.

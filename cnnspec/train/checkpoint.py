@@ -35,7 +35,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import CnnspecError
+from ..errors import CnnspecError
 
 FORMAT = "cnnspec-checkpoint/1"
 #: what a run directory stands for, in order of preference

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import CnnspecError
+from ..errors import CnnspecError
 from .images import ImageSource, Preprocessing, labels_from_metadata, preprocess_batch, softmax, top_k
 from .repository import CONFIG_FILENAME, MODEL_FILENAME, find_model, versions
 
@@ -53,7 +53,7 @@ class Predictor:
     @classmethod
     def load(cls, path: str | Path, threads: int = 1) -> "Predictor":
         """Open a model.onnx written by ``cnnspec export``."""
-        from .export import ExportError, new_session
+        from ..export.pipeline import ExportError, new_session
 
         path = Path(path)
         try:

@@ -1,0 +1,1 @@
+"""Export: ONNX conversion, verification against PyTorch, quantization and the report (torch, onnx)."""
