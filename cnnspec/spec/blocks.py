@@ -26,6 +26,8 @@ from typing import Any
 
 from ..errors import Diagnostic, did_you_mean
 from .source import Document
+from .types import BlockUse
+from .validation import diagnose
 
 _ARG = re.compile(r"^\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?$")
 _MAX_DEPTH = 8
@@ -120,9 +122,6 @@ def _expand_use(
     scope: dict[str, str], blocks: dict[str, Any], document: Document, result: Expansion,
     note: str | None, depth: int,
 ) -> str | None:
-    from .model import BlockUse
-    from .validation import diagnose
-
     use_model, problems = diagnose(
         BlockUse, use, lambda p, key=False: document.locate(origin + tuple(p), key=key), what="block use", note=note
     )

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ..errors import Diagnostic, did_you_mean
 from .source import Document
-
-if TYPE_CHECKING:
-    from .model import Node
+from .types import Node
 
 MODEL_INPUT = "input"
 
