@@ -297,3 +297,45 @@ def test_explain_shows_the_union_at_a_residual_add():
     output = CliRunner().invoke(cli, ["analyze", "specs/resnet18.yaml", "--explain"]).output
     block = output[output.index("layer2_0_add (add)"):]
     assert "RF_H: union of [-33, 33], [-21, 21] = [-33, 33]: size = 67, jump = 8, start = 0" in block
+
+
+NESTED = """\
+name: nested
+input: {channels: 3, height: 8, width: 8}
+blocks:
+  side:
+    layers:
+      - {type: conv2d, name: conv, in_channels: 8, out_channels: 8, kernel_size: 1}
+  body:
+    layers:
+      - {type: conv2d, name: main, out_channels: 8, kernel_size: 3, padding: 1}
+      - {block: side, name: shortcut, inputs: [input]}
+      - {type: add, name: sum, inputs: [main, shortcut]}
+layers:
+  - {type: conv2d, name: stem, out_channels: 8, kernel_size: 3, padding: 1}
+  - {block: body, name: stage}
+"""
+
+
+def test_input_inside_a_block_names_the_blocks_input_also_for_a_nested_block_use():
+    """Regression: ``{block: side, inputs: [input]}`` inside ``body`` used to read the model's input
+    (3 channels), so the nested conv's in_channels 8 was refused; it must read stage's input, stem."""
+    result = analyze(parse_spec(NESTED, "nested.yaml"))
+    assert result.layer("stage_shortcut_conv").inputs == ["stem"]
+    assert result.layer("stage_sum").inputs == ["stage_main", "stage_shortcut_conv"]
+    assert result.layer("stage_sum").output_shape == (8, 8, 8)
+
+
+def test_a_mismatch_behind_a_nested_block_input_names_the_blocks_input():
+    # the shortcut's stride-2 conv halves 8 to floor((8 - 1)/2) + 1 = 4; the main path keeps 8
+    text = NESTED.replace("kernel_size: 1}", "kernel_size: 1, stride: 2}")
+    with pytest.raises(Exception) as caught:
+        analyze(parse_spec(text, "nested.yaml"))
+    assert caught.value.render() == """\
+nested.yaml:11:40: error: add layer 'stage_sum': needs inputs of equal shape
+   11 |       - {type: add, name: sum, inputs: [main, shortcut]}
+      |                                        ^
+  expected: every input with the same shape
+  received: stage_main=[8, 8, 8], stage_shortcut_conv=[8, 4, 4]
+  hint: give the shortcut a 1x1 conv2d with the main path's out_channels and stride (a projection), as ResNet does
+  note: in block 'body' used as 'stage' at line 14"""

@@ -89,8 +89,8 @@ def _expand_list(
             continue
         global_name = prefix + name
         if "block" in item and "type" not in item:
-            last = _expand_use(item, origin, global_name, previous, scope | local, blocks, document,
-                               result, note, depth)
+            last = _expand_use(item, origin, global_name, previous, block_input, scope | local, blocks,
+                               document, result, note, depth)
             if last is not None:
                 local[name] = global_name
                 result.aliases[global_name] = last
@@ -119,7 +119,7 @@ def _resolve_ref(ref: Any, block_input: str | None, scope: dict[str, str]) -> An
 
 def _expand_use(
     use: dict[str, Any], origin: tuple[Any, ...], name: str, previous: str | None,
-    scope: dict[str, str], blocks: dict[str, Any], document: Document, result: Expansion,
+    enclosing_input: str | None, scope: dict[str, str], blocks: dict[str, Any], document: Document, result: Expansion,
     note: str | None, depth: int,
 ) -> str | None:
     use_model, problems = diagnose(
@@ -150,8 +150,8 @@ def _expand_use(
     if result.diagnostics:
         return None
     block_input = previous
-    if use_model.inputs:
-        block_input = _resolve_ref(use_model.inputs[0], None, scope)
+    if use_model.inputs:  # inside a block, 'input' is that block's input here too
+        block_input = _resolve_ref(use_model.inputs[0], enclosing_input, scope)
     line = document.locate(origin).line if document.locate(origin) else "?"
     last = block_input
     for copy in range(use_model.repeat):
