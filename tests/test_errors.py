@@ -164,6 +164,14 @@ specs/invalid/unknown_block.yaml:12:42: error: block 'conv_bn' has no argument '
   expected: one of channels
   hint: did you mean 'channels'?
 2 errors""",
+    # pydantic alone said "inputs must have at most 1 item after validation, not 2 (block use)"
+    "block_two_inputs.yaml": """\
+specs/invalid/block_two_inputs.yaml:12:43: error: a block use takes one input, got 2
+   12 |   - {block: conv_bn, name: stage, inputs: [left, right]}
+      |                                           ^
+  expected: inputs: [one layer name] (inside the block it is called 'input')
+  received: inputs=['left', 'right']
+  hint: merge them first, e.g. {type: concat, name: merged, inputs: [left, right]} (or add), and give the block inputs: [merged]""",
 }
 
 

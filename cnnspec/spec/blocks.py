@@ -122,10 +122,14 @@ def _expand_use(
     enclosing_input: str | None, scope: dict[str, str], blocks: dict[str, Any], document: Document, result: Expansion,
     note: str | None, depth: int,
 ) -> str | None:
+    too_many = _too_many_inputs(use, origin, document, note)
+    if too_many is not None:  # say it in the block's words, then check the rest of the use
+        result.diagnostics.append(too_many)
+        use = {**use, "inputs": use["inputs"][:1]}
     use_model, problems = diagnose(
         BlockUse, use, lambda p, key=False: document.locate(origin + tuple(p), key=key), what="block use", note=note
     )
-    if use_model is None:
+    if use_model is None or too_many is not None:
         result.diagnostics.extend(problems)
         return None
     if use_model.block not in blocks:
@@ -184,6 +188,21 @@ def _expand_use(
         if use_model.repeat > 1:
             result.aliases[f"{name}_{copy}"] = last
     return last
+
+
+def _too_many_inputs(use: dict[str, Any], origin: tuple[Any, ...], document: Document,
+                     note: str | None) -> Diagnostic | None:
+    """A block has one input (``input`` inside it); pydantic would only say "at most 1 item"."""
+    inputs = use.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) < 2:
+        return None
+    names = ", ".join(str(ref) for ref in inputs)
+    return Diagnostic(
+        f"a block use takes one input, got {len(inputs)}", document.locate(origin + ("inputs",)),
+        expected="inputs: [one layer name] (inside the block it is called 'input')",
+        received=f"inputs={inputs!r}",
+        hint=f"merge them first, e.g. {{type: concat, name: merged, inputs: [{names}]}} (or add), "
+        "and give the block inputs: [merged]", note=note)
 
 
 def _arguments(use: Any, definition: Any, copy: int, origin: tuple[Any, ...]):
