@@ -19,7 +19,8 @@ from typing import Any
 
 from .errors import Diagnostic, LayerError, SpecError
 from .spec.graph import MODEL_INPUT
-from .layers.base import ReceptiveField, Shape, prod
+from .layers.base import Shape, prod
+from .layers.receptive_field import ReceptiveField
 from .spec.model import Node, Spec
 
 BYTES_PER_ELEMENT = 4  # float32

@@ -9,7 +9,8 @@ import json
 from typing import Any
 
 from .analysis import Analysis, LayerReport
-from .layers.base import ReceptiveField, fmt, show
+from .layers.base import fmt, show
+from .layers.receptive_field import ReceptiveField
 
 
 def human_bytes(count: int) -> str:

@@ -2,12 +2,13 @@
 
 
 from .activation import GELU, LeakyReLU, ReLU, ReLU6, SiLU, Sigmoid, Softmax, Tanh
-from .base import Layer, ReceptiveField, Shape
+from .base import Layer, Shape
 from .conv import Conv2d
 from .linear import Linear
 from .merge import Add, Concat
 from .norm import BatchNorm2d
 from .pooling import AdaptiveAvgPool2d, AvgPool2d, GlobalAvgPool, MaxPool2d
+from .receptive_field import ReceptiveField
 from .shape import Dropout, Dropout2d, Flatten, Identity
 
 LAYER_TYPES: dict[str, type[Layer]] = {}

@@ -1,18 +1,19 @@
-"""The base every layer type builds on, and the pure arithmetic shared by all of them.
+"""The base every layer type builds on, and the small helpers (field types, formatting) they share.
 
 A layer type is one frozen pydantic model tagged by ``type``. It owns its config (the fields), its
 output-shape rule, its parameter, buffer and MAC counts, its receptive-field rule, its ``--explain``
 arithmetic and ``to_torch()``. Only ``to_torch`` imports torch, inside the method.
+Window arithmetic lives in window.py, the receptive-field algebra in receptive_field.py.
 """
 
 
 import math
-from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import LayerError
+from .receptive_field import ReceptiveField
 
 Shape = tuple[int, ...]
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -38,113 +39,6 @@ def fmt(number: float) -> str:
 
 def show(shape: Shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
-
-
-@dataclass(frozen=True)
-class Axis:
-    """Receptive field along one axis (Araujo et al.): size, jump (stride in input pixels) and
-    start (centre of output unit 0, in input pixel coordinates)."""
-
-    size: float
-    jump: float
-    start: float
-
-    def through_window(self, kernel: int, stride: float, pad_begin: float, dilation: int = 1) -> "Axis":
-        """``size += (k'-1)*jump; start += ((k'-1)/2 - p)*jump; jump *= s`` with ``k' = d(k-1)+1``."""
-        effective = dilation * (kernel - 1) + 1
-        return Axis(
-            size=self.size + (effective - 1) * self.jump,
-            jump=self.jump * stride,
-            start=self.start + ((effective - 1) / 2 - pad_begin) * self.jump,
-        )
-
-    @property
-    def low(self) -> float:
-        return self.start - (self.size - 1) / 2
-
-    @property
-    def high(self) -> float:
-        return self.start + (self.size - 1) / 2
-
-
-@dataclass(frozen=True)
-class ReceptiveField:
-    """Receptive field of one output unit, per axis (height, width)."""
-
-    height: Axis
-    width: Axis
-
-    @classmethod
-    def identity(cls) -> "ReceptiveField":
-        return cls(Axis(1, 1, 0), Axis(1, 1, 0))
-
-    def to_dict(self) -> dict[str, list[float]]:
-        def num(x: float) -> float | int:
-            return int(x) if float(x).is_integer() else x
-
-        axes = (self.height, self.width)
-        return {
-            "size": [num(a.size) for a in axes],
-            "jump": [num(a.jump) for a in axes],
-            "start": [num(a.start) for a in axes],
-        }
-
-    @staticmethod
-    def union(fields: "list[ReceptiveField]") -> "ReceptiveField":
-        """Where paths merge the field is the union of the input fields (jumps agree for any
-        well-formed merge; the largest is kept otherwise)."""
-
-        def merge(axes: list[Axis]) -> Axis:
-            low = min(a.low for a in axes)
-            high = max(a.high for a in axes)
-            return Axis(size=high - low + 1, jump=max(a.jump for a in axes), start=(low + high) / 2)
-
-        return ReceptiveField(merge([f.height for f in fields]), merge([f.width for f in fields]))
-
-
-def window_output(
-    size: int, kernel: int, stride: int, pad_begin: int, pad_end: int, dilation: int = 1,
-    ceil_mode: bool = False,
-) -> int:
-    """PyTorch's output size ``floor((H + p_b + p_e - d(k-1) - 1)/s) + 1``; with ``ceil_mode`` the
-    division rounds up, but the last window must start inside the input or the left padding
-    (pytorch/pytorch#45357)."""
-    span = size + pad_begin + pad_end - dilation * (kernel - 1) - 1
-    if span < 0:
-        return 0
-    if not ceil_mode:
-        return span // stride + 1
-    out = -(-span // stride) + 1
-    if (out - 1) * stride >= size + pad_begin:
-        out -= 1
-    return out
-
-
-def explain_window(
-    label: str, size: int, kernel: int, stride: int, pad_begin: int, pad_end: int, dilation: int,
-    ceil_mode: bool, out: int,
-) -> str:
-    """The output-size formula with the numbers filled in, e.g.
-    ``H_out = floor((28 + 2*1 - 3)/1) + 1 = 28``."""
-    padding = f"2*{pad_begin}" if pad_begin == pad_end else f"{pad_begin} + {pad_end}"
-    kernel_text = str(kernel) if dilation == 1 else f"({dilation}*({kernel}-1) + 1)"
-    rounding = "ceil" if ceil_mode else "floor"
-    text = f"{label}_out = {rounding}(({size} + {padding} - {kernel_text})/{stride}) + 1"
-    span = size + pad_begin + pad_end - dilation * (kernel - 1) - 1
-    if ceil_mode and out != -(-span // stride) + 1:
-        text += " - 1 (the last window would start in the right padding)"
-    return f"{text} = {out}"
-
-
-def explain_field(label: str, before: Axis, after: Axis, kernel: int, stride: float,
-                  pad_begin: float, dilation: int = 1) -> str:
-    effective = dilation * (kernel - 1) + 1
-    return (
-        f"RF_{label}: size = {fmt(before.size)} + ({effective}-1)*{fmt(before.jump)} = {fmt(after.size)}, "
-        f"jump = {fmt(before.jump)}*{fmt(stride)} = {fmt(after.jump)}, "
-        f"start = {fmt(before.start)} + (({effective}-1)/2 - {fmt(pad_begin)})*{fmt(before.jump)}"
-        f" = {fmt(after.start)}"
-    )
 
 
 class Layer(BaseModel):
@@ -233,61 +127,3 @@ def prod(values: tuple[int, ...] | list[int]) -> int:
     return math.prod(values)
 
 
-@dataclass(frozen=True)
-class Window:
-    """One axis of a sliding window: kernel, stride, padding at each end, dilation."""
-
-    kernel: int
-    stride: int
-    pad_begin: int
-    pad_end: int
-    dilation: int = 1
-
-
-class Windowed(Layer):
-    """Shared rules for layers that slide a window (conv2d, maxpool2d, avgpool2d)."""
-
-    needs = "feature_map"
-
-    def windows(self) -> tuple[Window, Window]:
-        raise NotImplementedError
-
-    def receptive_field(self, fields, shapes, out):
-        field = fields[0]
-        height, width = self.windows()
-        return ReceptiveField(
-            field.height.through_window(height.kernel, height.stride, height.pad_begin, height.dilation),
-            field.width.through_window(width.kernel, width.stride, width.pad_begin, width.dilation),
-        )
-
-    def explain_field(self, before: ReceptiveField, after: ReceptiveField) -> list[str]:
-        return [
-            explain_field(label, b, a, w.kernel, w.stride, w.pad_begin, w.dilation)
-            for label, b, a, w in zip("HW", (before.height, before.width), (after.height, after.width), self.windows())
-        ]
-
-    def spatial_output(self, shapes: list[Shape], ceil_mode: bool = False) -> tuple[int, int]:
-        """Output height and width; raises a LayerError naming every operand if one is < 1."""
-        _, height, width = shapes[0]
-        sizes = []
-        for label, size, w in zip("HW", (height, width), self.windows()):
-            out = window_output(size, w.kernel, w.stride, w.pad_begin, w.pad_end, w.dilation, ceil_mode)
-            if out < 1:
-                effective = w.dilation * (w.kernel - 1) + 1
-                raise LayerError(
-                    f"the output shrinks to zero along {label}: the window ({effective}) is larger than "
-                    f"the padded input ({size} + {w.pad_begin + w.pad_end})",
-                    field="kernel_size",
-                    expected=f"an effective kernel of at most {size + w.pad_begin + w.pad_end}",
-                    received=f"input {label}={size}, kernel_size={w.kernel}, stride={w.stride}, "
-                    f"padding={w.pad_begin}+{w.pad_end}, dilation={w.dilation}",
-                    hint="use a smaller kernel, add padding, or remove a downsampling layer before this one",
-                )
-            sizes.append(out)
-        return sizes[0], sizes[1]
-
-    def explain_windows(self, shapes: list[Shape], out: Shape, ceil_mode: bool = False) -> list[str]:
-        return [
-            explain_window(label, size, w.kernel, w.stride, w.pad_begin, w.pad_end, w.dilation, ceil_mode, o)
-            for label, size, w, o in zip("HW", shapes[0][1:], self.windows(), out[1:])
-        ]

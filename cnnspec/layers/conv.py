@@ -7,7 +7,8 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..errors import LayerError
-from .base import NonNegativePair, Pair, PositiveInt, Shape, Window, Windowed, fmt, pair
+from .base import NonNegativePair, Pair, PositiveInt, Shape, fmt, pair
+from .window import Window, Windowed
 
 
 class Conv2d(Windowed):

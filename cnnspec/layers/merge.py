@@ -4,7 +4,8 @@
 from typing import Any, ClassVar, Literal
 
 from ..errors import LayerError
-from .base import Layer, ReceptiveField, Shape, fmt, show
+from .base import Layer, Shape, fmt, show
+from .receptive_field import ReceptiveField
 
 
 class _Merge(Layer):

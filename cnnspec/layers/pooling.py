@@ -6,9 +6,9 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..errors import LayerError
-from .base import (
-    Axis, Layer, NonNegativePair, Pair, ReceptiveField, Shape, Window, Windowed, pair, show,
-)
+from .base import Layer, NonNegativePair, Pair, Shape, pair, show
+from .receptive_field import Axis, ReceptiveField
+from .window import Window, Windowed
 
 
 class _Pool(Windowed):
