@@ -148,22 +148,11 @@ def render_markdown(analysis: Analysis) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _describe(report: LayerReport) -> str:
-    layer = report.node.layer
-    kernel = getattr(layer, "kernel_size", None)
-    if kernel is None:
-        return report.type
-    k = kernel if isinstance(kernel, int) else "x".join(map(str, kernel))
-    stride = getattr(layer, "stride", None) or kernel
-    s = stride if isinstance(stride, int) else "x".join(map(str, stride))
-    return f"{report.type} {k}x{k}/{s}" if isinstance(kernel, int) else f"{report.type} {k}/{s}"
-
-
 def render_mermaid(analysis: Analysis) -> str:
     """A Mermaid flowchart of the graph, each node labelled with its output shape."""
     lines = ["flowchart TD", f'    input(["input<br/>{show(analysis.input_shape)}"])']
     for report in analysis.layers:
-        label = f"{report.name}: {_describe(report)}<br/>{show(report.output_shape)}"
+        label = f"{report.name}: {report.node.layer.label()}<br/>{show(report.output_shape)}"
         if report.params:
             label += f"<br/>{fmt(report.params)} params"
         lines.append(f'    {report.name}["{label}"]')
@@ -189,7 +178,7 @@ def explain_lines(analysis: Analysis) -> list[list[str]]:
             lines.append("shape and receptive field pass through unchanged (pointwise)")
         else:
             lines.append(f"receptive field: {field_text(after)}")
-        if report.buffers and report.type != "batchnorm2d":
+        if report.buffers and not layer.explains_buffers:
             lines.append(f"buffers = {fmt(report.buffers)}")
         fields[report.name] = after
         result.append(lines)

@@ -153,7 +153,7 @@ def metadata_for(run: TrainedRun, quantization: str = "none") -> dict[str, str]:
         "cnnspec.input_name": "input",
         "cnnspec.output_name": "logits",
         "cnnspec.quantization": quantization,
-        "cnnspec.outputs": "probabilities" if run.spec.nodes[-1].layer.type == "softmax" else "logits",
+        "cnnspec.outputs": "probabilities" if run.spec.nodes[-1].layer.produces_probabilities else "logits",
         "cnnspec.epoch": str(run.payload.get("epoch", "")),
     }
 

@@ -92,6 +92,8 @@ class Softmax(Layer):
 
     type: Literal["softmax"] = "softmax"
 
+    produces_probabilities = True
+
     def to_torch(self, shapes: list[Shape]) -> Any:
         import torch.nn as nn
 

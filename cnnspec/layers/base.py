@@ -41,6 +41,25 @@ def show(shape: Shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
+class Example:
+    """One way to use a layer type: its fields and the shape of each input (without the batch
+    axis). ``Example((3, 8, 8), out_channels=4, kernel_size=3)``; a merge takes several shapes:
+    ``Example((4, 5, 5), (4, 5, 5))``. tests/test_layers.py checks every example of every
+    registered type against PyTorch and onnxruntime; ``cnnspec layers`` does not show them."""
+
+    __slots__ = ("inputs", "fields")
+
+    def __init__(self, *inputs: Shape, **fields: Any) -> None:
+        if not inputs:
+            raise ValueError("an Example needs at least one input shape")
+        self.inputs: tuple[Shape, ...] = tuple(tuple(shape) for shape in inputs)
+        self.fields: dict[str, Any] = fields
+
+    def __repr__(self) -> str:
+        fields = "".join(f", {key}={value!r}" for key, value in self.fields.items())
+        return f"Example({', '.join(map(show, self.inputs))}{fields})"
+
+
 class Layer(BaseModel):
     """Fields every layer has: ``type``, ``name``, ``inputs`` and ``trainable``."""
 
@@ -63,6 +82,15 @@ class Layer(BaseModel):
     max_inputs: ClassVar[int | None] = 1
     #: "feature_map" ([C, H, W]), "vector" ([F]) or None (either)
     needs: ClassVar[Literal["feature_map", "vector"] | None] = None
+    #: field sets with input shapes that the registry-wide tests try (at least one per type)
+    examples: ClassVar[tuple[Example, ...]] = ()
+    #: the output is a probability distribution over the channel axis (softmax), not logits
+    produces_probabilities: ClassVar[bool] = False
+    #: slides learned 2-D filters over a feature map: weight [C_out, C_in/groups, k_h, k_w];
+    #: ``plots filters``/``activations`` draw it, training uses channels_last for it
+    is_convolution: ClassVar[bool] = False
+    #: ``explain`` already states the buffers (the report then does not add a buffers line)
+    explains_buffers: ClassVar[bool] = False
 
     # -- rules every layer type may override -------------------------------------------------
     def output_shape(self, shapes: list[Shape]) -> Shape:
@@ -86,6 +114,10 @@ class Layer(BaseModel):
 
     def explain(self, shapes: list[Shape], out: Shape) -> list[str]:
         return []
+
+    def label(self) -> str:
+        """Short description for diagrams, e.g. ``conv2d 3x3/1``; by default the type."""
+        return self.type
 
     def to_torch(self, shapes: list[Shape]) -> Any:
         raise NotImplementedError(f"{self.type} has no PyTorch builder")

@@ -30,6 +30,8 @@ class Conv2d(Windowed):
         "zeros", description="How padded pixels are filled (does not change shapes)."
     )
 
+    is_convolution = True
+
     def windows(self) -> tuple[Window, Window]:
         result = []
         for k, s, d, p in zip(pair(self.kernel_size), pair(self.stride), pair(self.dilation), self._pad_pairs()):

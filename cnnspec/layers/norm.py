@@ -18,6 +18,7 @@ class BatchNorm2d(Layer):
     affine: bool = Field(True, description="Learn a scale (weight) and shift (bias) per channel.")
 
     needs = "feature_map"
+    explains_buffers = True
 
     def output_shape(self, shapes: list[Shape]) -> Shape:
         self.check_declared("num_features", self.num_features, shapes[0][0])

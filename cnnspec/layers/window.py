@@ -107,6 +107,14 @@ class Windowed(Layer):
             sizes.append(out)
         return sizes[0], sizes[1]
 
+    def label(self) -> str:
+        """``conv2d 3x3/1`` (kernel/stride; the stride defaults to the kernel, as for pooling)."""
+        kernel = getattr(self, "kernel_size")
+        k = kernel if isinstance(kernel, int) else "x".join(map(str, kernel))
+        stride = getattr(self, "stride", None) or kernel
+        s = stride if isinstance(stride, int) else "x".join(map(str, stride))
+        return f"{self.type} {k}x{k}/{s}" if isinstance(kernel, int) else f"{self.type} {k}/{s}"
+
     def explain_windows(self, shapes: list[Shape], out: Shape, ceil_mode: bool = False) -> list[str]:
         return [
             explain_window(label, size, w.kernel, w.stride, w.pad_begin, w.pad_end, w.dilation, ceil_mode, o)

@@ -38,7 +38,6 @@ MAX_BARS = 20
 
 REQUIRED_METRICS = ("epoch", "train_loss", "train_accuracy")
 OPTIONAL_METRICS = ("eval_loss", "eval_accuracy")
-CONV_TYPES = ("conv2d",)
 
 # Red for positive, blue for negative, white for zero: weights and pre-activation maps are signed.
 DIVERGING_COLORMAP = "RdBu_r"
@@ -245,7 +244,7 @@ def load_trained_model(path: str | Path) -> TrainedModel:
 
 def conv_layer_names(spec: Any) -> list[str]:
     """Names of the spec's convolution layers, in order."""
-    return [node.name for node in spec.nodes if node.layer.type in CONV_TYPES]
+    return [node.name for node in spec.nodes if node.layer.is_convolution]
 
 
 def check_conv_layer(spec: Any, layer: str) -> None:
@@ -498,8 +497,8 @@ def _draw_input_row(row: Any, picture: Any, trained: TrainedModel, output_vector
     labels = trained.spec.labels or trained.dataset.get("labels")
     if output_vector.ndim != 1 or not labels or len(labels) != output_vector.shape[0]:
         return
-    last_type = trained.spec.nodes[-1].layer.type
-    probabilities = output_vector if last_type == "softmax" else torch.softmax(output_vector, dim=0)
+    final = trained.spec.nodes[-1].layer
+    probabilities = output_vector if final.produces_probabilities else torch.softmax(output_vector, dim=0)
     probabilities = probabilities.float().cpu().numpy()
     best = int(probabilities.argmax())
     # Up to MAX_BARS classes in label order; with more (ImageNet's 1,000) the most probable ones.

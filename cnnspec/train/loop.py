@@ -182,7 +182,7 @@ class Precision:
 def use_channels_last(spec: Spec, device: torch.device) -> bool:
     """NHWC suits the convolution kernels of CUDA (tensor cores) and of oneDNN on CPU (measured
     ~1.8x faster for SimpleCNN on 2 cores); MPS keeps the default layout."""
-    return device.type in ("cuda", "cpu") and any(node.layer.type.startswith("conv") for node in spec.nodes)
+    return device.type in ("cuda", "cpu") and any(node.layer.is_convolution for node in spec.nodes)
 
 
 # --- optimisation ------------------------------------------------------------------------------
