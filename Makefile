@@ -12,8 +12,8 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml requirements/torch.txt serving/requirements.txt
 	$(BIN)/pip install -q -r requirements/torch.txt
-	# compat mode: a plain .pth path entry instead of an import-hook finder (~15 ms less per command)
-	$(BIN)/pip install -q -e '.[ml,serve,dev]' --config-settings editable_mode=compat
+	# editable: pyproject's package-dir makes this a plain .pth path entry (no import-hook finder)
+	$(BIN)/pip install -q -e '.[ml,serve,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
