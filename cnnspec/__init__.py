@@ -13,7 +13,9 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "analyze", "build_model", "load_spec", "parse_spec"]
+from .errors import CnnspecError, SpecError
+
+__all__ = ["CnnspecError", "SpecError", "__version__", "analyze", "build_model", "load_spec", "parse_spec"]
 
 
 def load_spec(path: Any) -> Any:

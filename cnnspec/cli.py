@@ -45,6 +45,35 @@ def _echo_error(error: Exception) -> None:
         click.echo(text if located else f"error: {text}", err=True)
 
 
+def missing_extra_message(error: ModuleNotFoundError, argv: list[str]) -> str:
+    """One line naming the optional extra that provides the missing module (read from the installed
+    package's metadata, so pyproject.toml stays the one list), or the plain error if none does."""
+    from importlib import metadata
+
+    module = (error.name or "").split(".")[0]
+    wanted = {"PIL": "pillow", "yaml": "pyyaml"}.get(module, module).lower().replace("_", "-")
+    extras: list[str] = []
+    try:
+        requirements = metadata.requires("cnnspec") or []
+    except metadata.PackageNotFoundError:
+        requirements = []
+    for line in requirements:
+        name, _, marker = line.partition(";")
+        dist = name.strip().split("[")[0]
+        for stop in "<>=!~ ":
+            dist = dist.split(stop)[0]
+        if dist.lower().replace("_", "-") == wanted and "extra ==" in marker:
+            extra = marker.split("extra ==")[1].strip().strip("'\"")
+            if extra not in extras:
+                extras.append(extra)
+    command = next((arg for arg in argv if not arg.startswith("-")), "")
+    what = f"`cnnspec {command}`" if command else "this command"
+    if not extras:
+        return f"error: {what} needs the Python module '{module}', which is not installed"
+    install = " or ".join(f"pip install 'cnnspec[{extra}]'" for extra in extras)
+    return f"error: {what} needs {wanted}, which is not installed: {install}"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning every cnnspec error into a message and exit code 1."""
     try:
@@ -62,6 +91,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(error.exit_code)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
+    except ModuleNotFoundError as error:
+        click.echo(missing_extra_message(error, argv if argv is not None else sys.argv[1:]), err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
