@@ -36,14 +36,26 @@ def parse_spec(text: str, file: str = "<string>", *, json_syntax: bool = False) 
     return spec_from_document(load_text(text, file, json_syntax=json_syntax))
 
 
+def _kind(value: Any) -> str:
+    """What a YAML value is, in the file's words (never a Python type name)."""
+    if isinstance(value, list):
+        return f"a list of {len(value)} item{'s' if len(value) != 1 else ''}"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    return f"the text {value!r}"
+
+
 def spec_from_document(document: Document) -> Spec:
     def locate(path: tuple[Any, ...], key: bool = False):
         return document.locate(path, key=key)
 
     if not isinstance(document.data, dict):
+        message = ("the file is empty: a spec is a mapping with name, input and layers" if document.data is None
+                   else "a spec must be a mapping with name, input and layers")
         raise SpecError(
-            [Diagnostic("a spec must be a mapping with name, input and layers", locate(()),
-                        received=type(document.data).__name__)],
+            [Diagnostic(message, locate(()), received=None if document.data is None else _kind(document.data))],
             document.text,
         )
     header, diagnostics = diagnose(SpecHeader, document.data, locate, what="the spec")

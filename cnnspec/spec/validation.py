@@ -7,6 +7,7 @@ and point each message at the exact key or value in the source file.
 
 from __future__ import annotations
 
+import difflib
 from typing import Any, Callable
 
 from pydantic import BaseModel, ValidationError
@@ -78,10 +79,39 @@ def diagnose(
     for error in errors:
         loc = tuple(part for part in error["loc"] if not _is_branch_tag(part))
         by_field.setdefault(loc, []).append(error)
-    diagnostics = []
+    diagnostics = [_misspelt(model, data, loc, typo, locate, what, note)
+                   for loc, typo in _misspellings(model, by_field)]
     for loc, group in by_field.items():
         diagnostics.append(_diagnose_field(model, data, loc, group, locate, what, note))
     return None, diagnostics
+
+
+def _misspellings(model: type[BaseModel], by_field: dict[tuple[Any, ...], list[dict[str, Any]]]
+                  ) -> list[tuple[tuple[Any, ...], str]]:
+    """Unknown fields that are near misses of a missing required field (``out_channel`` for
+    ``out_channels``): one error each instead of "unknown field" plus "missing field". The pairs are
+    removed from ``by_field``."""
+    missing = {loc[-1]: loc for loc, group in by_field.items()
+               if len(loc) == 1 and group[0]["type"] == "missing"}
+    pairs = []
+    for loc, group in list(by_field.items()):
+        if len(loc) != 1 or group[0]["type"] != "extra_forbidden":
+            continue
+        close = difflib.get_close_matches(str(loc[0]), list(missing), n=1, cutoff=0.6)
+        if close:
+            pairs.append((loc, close[0]))
+            del by_field[loc], by_field[missing.pop(close[0])]
+    return pairs
+
+
+def _misspelt(model: type[BaseModel], data: dict[str, Any], loc: tuple[Any, ...], intended: str,
+              locate: Locate, what: str, note: str | None) -> Diagnostic:
+    info = model.model_fields[intended]
+    return Diagnostic(
+        f"unknown field '{loc[0]}' for {what}; did you mean '{intended}'?", locate(loc, True),
+        expected=f"{intended}: {info.description}" if info.description else None,
+        received=f"{loc[0]}={_value_at(data, loc)!r}", note=note,
+    )
 
 
 def _diagnose_field(
