@@ -24,13 +24,16 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import Diagnostic, did_you_mean
+from ..errors import Diagnostic, Location, did_you_mean
+from .expressions import ExpressionError, evaluate
 from .source import Document
 from .types import BlockUse
 from .validation import diagnose
 
-_ARG = re.compile(r"^\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?$")
+_ARG = re.compile(r"^\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\})$")
 _MAX_DEPTH = 8
+#: names every copy of a block sees besides its arguments
+COPY_NAMES = ("index", "count")
 
 
 @dataclass
@@ -55,11 +58,28 @@ class Expansion:
 def expand(header: Any, document: Document) -> tuple[list[RawLayer], list[Diagnostic]]:
     """Expand the top-level layer list; block-use names become aliases of their last layer."""
     result = Expansion()
-    _expand_list(header.layers, ("layers",), "", None, {}, header.blocks, document, result, None, 0)
+    items = []
+    for index, item in enumerate(header.layers):
+        data, _ = _substitute(item, {}, {}, ("layers", index), document, result, None)
+        items.append(item if data is None else data)
+    if result.diagnostics:
+        return [], result.diagnostics
+    _expand_list(items, ("layers",), "", None, {}, header.blocks, document, result, None, 0)
     for raw in result.layers:
         if raw.inputs:
             raw.inputs = [result.aliases.get(name, name) for name in raw.inputs]
-    return result.layers, result.diagnostics
+    return result.layers, _unique(result.diagnostics)
+
+
+def _unique(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    """One report per problem: a mistake in a block template shows in every copy of every use."""
+    seen, kept = set(), []
+    for diagnostic in diagnostics:
+        key = (diagnostic.message, diagnostic.location)
+        if key not in seen:
+            seen.add(key)
+            kept.append(diagnostic)
+    return kept
 
 
 def _default_names(items: list[dict[str, Any]]) -> list[str]:
@@ -158,11 +178,20 @@ def _expand_use(
         block_input = _resolve_ref(use_model.inputs[0], enclosing_input, scope)
     line = document.locate(origin).line if document.locate(origin) else "?"
     last = block_input
+    reserved = [arg for arg in definition.args if arg in COPY_NAMES]
+    if reserved:
+        result.diagnostics.append(Diagnostic(
+            f"block argument '{reserved[0]}' has a reserved name: every copy already has 'index' and 'count'",
+            document.locate(("blocks", use_model.block, "args", reserved[0]), key=True),
+            hint=f"rename the argument, e.g. '{reserved[0]}_'"))
+        return None
     for copy in range(use_model.repeat):
-        args, arg_origins = _arguments(use_model, definition, copy, origin)
         copy_prefix = f"{name}_{copy}_" if use_model.repeat > 1 else f"{name}_"
         copy_note = f"in block '{use_model.block}' used as '{name}' at line {line}" + (
             f", copy {copy}" if use_model.repeat > 1 else "")
+        args, arg_origins = _arguments(use_model, definition, copy, origin, document, result, copy_note)
+        if args is None:
+            return None
         templates = []
         for index, template in enumerate(definition.layers):
             data, origins = _substitute(template, args, arg_origins, ("blocks", use_model.block, "layers", index),
@@ -205,20 +234,83 @@ def _too_many_inputs(use: dict[str, Any], origin: tuple[Any, ...], document: Doc
         "and give the block inputs: [merged]", note=note)
 
 
-def _arguments(use: Any, definition: Any, copy: int, origin: tuple[Any, ...]):
-    args = dict(definition.args)
-    origins = {arg: ("blocks", use.block, "args", arg) for arg in args}
-    for arg, value in use.with_.items():
-        args[arg], origins[arg] = value, origin + ("with", arg)
+def _arguments(use: Any, definition: Any, copy: int, origin: tuple[Any, ...], document: Document,
+               result: Expansion, note: str | None) -> tuple[dict[str, Any] | None, dict[str, tuple[Any, ...]]]:
+    """The argument values of one copy: ``with`` for every copy, ``first`` for copy 0, otherwise
+    the default, which may be an expression of earlier arguments (and of ``index`` and ``count``)."""
+    given = dict(use.with_)
+    given_origins = {arg: origin + ("with", arg) for arg in given}
     if copy == 0:
-        for arg, value in use.first.items():
-            args[arg], origins[arg] = value, origin + ("first", arg)
-    return args, origins
+        given |= use.first
+        given_origins |= {arg: origin + ("first", arg) for arg in use.first}
+    names: dict[str, Any] = {"index": copy, "count": use.repeat}
+    args: dict[str, Any] = {}
+    origins: dict[str, tuple[Any, ...]] = {}
+    failed = False
+    for arg, default in definition.args.items():
+        if arg in given:
+            args[arg], origins[arg] = given[arg], given_origins[arg]
+        else:
+            path = ("blocks", use.block, "args", arg)
+            ok, value = _resolve(default, names, path, document, result, note, "argument")
+            failed = failed or not ok
+            args[arg], origins[arg] = value, path
+        names[arg] = args[arg]
+    return (None if failed else names), origins
 
 
-def _substitute(template, args, arg_origins, origin, document, result, note):
-    """Replace ``$arg`` strings anywhere in a template layer; remember where each top-level
-    substituted field's value came from so that errors point at the use site."""
+def _resolve(value: Any, names: dict[str, Any], path: tuple[Any, ...], document: Document,
+             result: Expansion, note: str | None, what: str = "block argument") -> tuple[bool, Any]:
+    """One string value: ``$arg`` / ``${arg}`` is the argument's value (of any type), ``${...}``
+    an expression's; anything else is returned as it is. Errors are recorded in ``result``."""
+    if not isinstance(value, str) or "$" not in value:
+        return True, value
+    match = _ARG.match(value)
+    if match is not None:
+        arg = match.group(1) or match.group(2)
+        if arg in names:
+            return True, names[arg]
+        result.diagnostics.append(Diagnostic(
+            f"unknown {what} '${arg}'", document.locate(path),
+            expected="one of " + (", ".join(f"${a}" for a in names) or "(no arguments: numbers only here)"),
+            hint=did_you_mean(arg, names), note=note))
+        return False, value
+    if not (value.startswith("${") and value.endswith("}")):
+        result.diagnostics.append(Diagnostic(
+            "an expression must be the whole value: '${' ... '}' with nothing around it",
+            document.locate(path), received=repr(value),
+            hint='write the whole value as one expression, e.g. "${channels * 4}"', note=note))
+        return False, value
+    try:
+        return True, evaluate(value[2:-1], names)
+    except ExpressionError as exc:
+        result.diagnostics.append(Diagnostic(
+            f"in expression '{value}': {exc.message}", _locate_in_value(document, path, value, 2 + exc.offset),
+            expected=exc.expected, hint=exc.hint, note=note))
+        return False, value
+
+
+def _locate_in_value(document: Document, path: tuple[Any, ...], value: str, offset: int) -> Location | None:
+    """The position of character ``offset`` of a string value, when the value is written on one
+    line as it reads (plain or quoted without escapes); else the value's own position."""
+    where = document.locate(path)
+    if where is None or path not in document.positions:
+        return where
+    lines = document.text.splitlines()
+    if not 0 < where.line <= len(lines):
+        return where
+    line, col = lines[where.line - 1], where.col - 1
+    if line[col:col + 1] in ("'", '"'):
+        col += 1
+    if not line.startswith(value, col):
+        return where
+    return Location(where.file, where.line, col + offset + 1)
+
+
+def _substitute(template, names, arg_origins, origin, document, result, note):
+    """Replace ``$arg`` strings and ``${...}`` expressions anywhere in a layer (or block use);
+    remember where each top-level field's value came from when it is an argument passed through,
+    so that errors about it point at the use site."""
     field_origins: dict[str, tuple[Any, ...]] = {}
     failed = False
 
@@ -228,20 +320,13 @@ def _substitute(template, args, arg_origins, origin, document, result, note):
             return {k: walk(v, path + (k,)) for k, v in value.items()}
         if isinstance(value, list):
             return [walk(v, path + (i,)) for i, v in enumerate(value)]
-        match = _ARG.match(value) if isinstance(value, str) else None
-        if match is None:
-            return value
-        arg = match.group(1)
-        if arg not in args:
+        ok, resolved = _resolve(value, names, origin + path, document, result, note)
+        if not ok:
             failed = True
-            result.diagnostics.append(Diagnostic(
-                f"unknown block argument '${arg}'", document.locate(origin + path),
-                expected="one of " + (", ".join(f"${a}" for a in args) or "(no arguments declared under args)"),
-                hint=did_you_mean(arg, args), note=note))
-            return value
-        if len(path) == 1:
-            field_origins[str(path[0])] = arg_origins[arg]
-        return args[arg]
+        match = _ARG.match(value) if ok and isinstance(value, str) else None
+        if match is not None and len(path) == 1 and (match.group(1) or match.group(2)) in arg_origins:
+            field_origins[str(path[0])] = arg_origins[match.group(1) or match.group(2)]
+        return resolved
 
     data = walk(template, ())
     return (None, {}) if failed else (data, field_origins)

@@ -94,8 +94,11 @@ def load_text(text: str, file: str = "<string>", *, json_syntax: bool = False) -
         note = None
         if exc.context and exc.context_mark and exc.problem:
             note = f"{exc.context} that starts at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1}"
+        hint = None
+        if mark and text.splitlines()[mark.line:mark.line + 1] and text.splitlines()[mark.line][:mark.column].endswith("$"):
+            hint = 'quote an expression inside {...} or [...]: out_channels: "${channels * 4}"'
         raise SpecError(
-            [Diagnostic(f"{'JSON' if json_syntax else 'YAML'} syntax error: {problem}", where, note=note)],
+            [Diagnostic(f"{'JSON' if json_syntax else 'YAML'} syntax error: {problem}", where, hint=hint, note=note)],
             text,
         ) from None
     except yaml.YAMLError as exc:
