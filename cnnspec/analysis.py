@@ -14,13 +14,14 @@ Conventions (tested, and stated in the README):
 
 from __future__ import annotations
 
+import warnings as python_warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import Diagnostic, LayerError, SpecError
-from .spec.graph import MODEL_INPUT
-from .layers.base import Shape, prod
+from .errors import Diagnostic, LayerError, SpecError, SpecWarning
+from .layers.base import Shape, fmt, prod
 from .layers.receptive_field import ReceptiveField
+from .spec.graph import MODEL_INPUT, feeding_only, unread_layers
 from .spec.model import Node, Spec
 
 BYTES_PER_ELEMENT = 4  # float32
@@ -94,6 +95,28 @@ class Analysis:
                 return report
         raise KeyError(name)
 
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        """One located warning per unread layer (a dead branch's end). Its layers stay in the
+        totals: the compiled module holds their parameters and runs them."""
+        nodes = [report.node for report in self.layers]
+        found = []
+        for sink in unread_layers(nodes):
+            branch = feeding_only(nodes, sink)
+            reports = [self.layer(node.name) for node in (*branch, sink)]
+            whose = "it"
+            if branch:
+                whose = f"it and the layer{'s' if len(branch) > 1 else ''} feeding only it ({', '.join(n.name for n in branch)})"
+            params, macs = sum(r.params for r in reports), sum(r.macs for r in reports)
+            found.append(Diagnostic(
+                f"layer '{sink.name}' is never read: no later layer takes it as input and it is not the "
+                "last layer (the model's output)",
+                self.spec.document.locate(sink.origin), severity="warning", note=sink.note,
+                hint=f"name it in a later layer's inputs, or remove it; until then {whose} still count"
+                f"{'s' if not branch else ''} in the totals ({fmt(params)} params, {fmt(macs)} MACs): "
+                f"the compiled module holds and runs {'them' if branch else 'it'}"))
+        return found
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON report (contract: name, input_shape, layers[...], totals{params, macs})."""
         return {
@@ -129,7 +152,10 @@ def analyze(spec: Spec) -> Analysis:
         reports.append(report)
     if diagnostics:
         raise SpecError(diagnostics, spec.text)
-    return Analysis(spec, reports)
+    result = Analysis(spec, reports)
+    for warning in result.warnings:
+        python_warnings.warn(SpecWarning(warning, spec.text), stacklevel=2)
+    return result
 
 
 def _analyze_node(node: Node, shapes: list[Shape], fields: list[ReceptiveField | None]) -> LayerReport:

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import CnnspecError, SpecError
+from .errors import CnnspecError, SpecError, SpecWarning
 
 FORMATS = ("table", "json", "markdown", "mermaid")
 
@@ -74,10 +74,33 @@ def missing_extra_message(error: ModuleNotFoundError, argv: list[str]) -> str:
     return f"error: {what} needs {wanted}, which is not installed: {install}"
 
 
+def _show_spec_warnings() -> None:
+    """Print each SpecWarning (once per text) to stderr as ``path:line:col: warning: ...``, the
+    way errors are printed; other warnings keep Python's usual display."""
+    import warnings
+
+    original = warnings.showwarning
+    shown: set[str] = set()  # a command may analyse the same spec more than once
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if not issubclass(category, SpecWarning):
+            original(message, category, filename, lineno, file, line)
+        elif str(message) not in shown:
+            shown.add(str(message))
+            click.echo(str(message), err=True)
+
+    warnings.simplefilter("always", SpecWarning)
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning every cnnspec error into a message and exit code 1."""
+    import warnings
+
     try:
-        code = cli.main(args=argv, prog_name="cnnspec", standalone_mode=False)
+        with warnings.catch_warnings():
+            _show_spec_warnings()
+            code = cli.main(args=argv, prog_name="cnnspec", standalone_mode=False)
         if isinstance(code, int) and code:
             sys.exit(code)
     except CnnspecError as error:
@@ -120,19 +143,25 @@ def analyze(spec: Path, format_: str, explain: bool) -> None:
 
 @cli.command()
 @click.argument("specs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--quiet", "-q", is_flag=True, help="Print errors only.")
-def validate(specs: tuple[Path, ...], quiet: bool) -> None:
-    """Check spec files; exit 0 only if every one is valid."""
+@click.option("--quiet", "-q", is_flag=True, help="Print errors and warnings only.")
+@click.option("--strict", is_flag=True, help="Fail on warnings too (a layer whose output nothing reads).")
+def validate(specs: tuple[Path, ...], quiet: bool, strict: bool) -> None:
+    """Check spec files; exit 0 only if every one is valid (and, with --strict, has no warning)."""
     from .analysis import analyze as run_analysis
     from .spec.model import load_spec
 
     failed = 0
     for path in specs:
         try:
-            result = run_analysis(load_spec(path))
+            result = run_analysis(load_spec(path))  # warnings go to stderr as they are found
         except SpecError as error:
             failed += 1
             click.echo(error.render(), err=True)
+            continue
+        if strict and result.warnings:
+            failed += 1
+            count = len(result.warnings)
+            click.echo(f"{path}: {count} warning{'s' if count > 1 else ''}, refused by --strict", err=True)
             continue
         if not quiet:
             totals = result.totals()

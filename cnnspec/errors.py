@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Literal, Sequence
 
 
 @dataclass(frozen=True)
@@ -30,12 +30,13 @@ class Diagnostic:
     received: str | None = None
     hint: str | None = None
     note: str | None = None
+    severity: Literal["error", "warning"] = "error"
 
     def render(self, source_lines: Sequence[str] | None = None) -> str:
         """The compiler-style text: header, source line with caret, then the details."""
         where = self.location
         head = f"{where.file}:{where.line}:{where.col}: " if where else ""
-        lines = [f"{head}error: {self.message}"]
+        lines = [f"{head}{self.severity}: {self.message}"]
         if where and source_lines and where.line > len(source_lines):
             where = Location(where.file, len(source_lines), len(source_lines[-1]) + 1)
         if where and source_lines and 0 < where.line <= len(source_lines):
@@ -73,6 +74,15 @@ class SpecError(CnnspecError):
         if count > 1:
             body += f"\n{count} errors"
         return body
+
+
+class SpecWarning(UserWarning):
+    """Something legal but probably unintended in a spec (an unread layer). Emitted with
+    ``warnings.warn``; the CLI prints it to stderr like an error, located, and goes on."""
+
+    def __init__(self, diagnostic: Diagnostic, source_text: str | None = None):
+        self.diagnostic = diagnostic
+        super().__init__(diagnostic.render(source_text.splitlines() if source_text is not None else None))
 
 
 class LayerError(CnnspecError):

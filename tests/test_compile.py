@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import cnnspec
+import cnnspec.errors
 from cnnspec.analysis import Analysis, analyze
 from cnnspec.compile import CompiledModel, build_model, make_plan
 from cnnspec.errors import SpecError
@@ -598,7 +599,8 @@ layers:
 
 
 def test_dead_branches_are_named_for_ddp_and_released_at_once():
-    model = build_model(parse_spec("""
+    with pytest.warns(cnnspec.errors.SpecWarning, match="layer 'probe' is never read"):
+        model = build_model(parse_spec("""
 name: dead
 input: {channels: 1, height: 6, width: 6}
 layers:

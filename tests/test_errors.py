@@ -14,8 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from cnnspec.cli import cli
-from cnnspec.errors import SpecError
+from cnnspec.errors import SpecError, SpecWarning
 from cnnspec.spec.model import load_spec, parse_spec
+from cli_helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 INVALID = ROOT / "specs" / "invalid"
@@ -178,7 +179,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_every_invalid_spec_has_an_expected_message():
     shipped = {p.name for p in INVALID.iterdir() if p.suffix in (".yaml", ".json")}
-    assert shipped == set(EXPECTED) | {"block_value.yaml"}
+    assert shipped == set(EXPECTED) | {"block_value.yaml", "unread_layer.yaml"}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -287,3 +288,63 @@ def test_pool_padding_over_half_the_kernel_is_rejected_like_pytorch():
         analyze(parse_spec(text, "t.yaml"))
     assert caught.value.diagnostics[0].message == (
         "maxpool2d layer 'maxpool2d_1': padding 2 is more than half the kernel (2)")
+
+
+# probe: 2 * 4 * 1 * 1 + 2 = 10 params, MACs 2 * 26 * 26 * 4 = 5,408; probe_bn: 2 * 2 = 4 params
+UNREAD_WARNING = """\
+specs/invalid/unread_layer.yaml:8:5: warning: layer 'probe_bn' is never read: no later layer takes it as input and it is not the last layer (the model's output)
+    8 |   - {type: batchnorm2d, name: probe_bn}
+      |     ^
+  hint: name it in a later layer's inputs, or remove it; until then it and the layer feeding only it (probe) still count in the totals (14 params, 5,408 MACs): the compiled module holds and runs them
+"""
+
+
+@pytest.mark.parametrize("command", ["analyze", "validate"])
+def test_an_unread_layer_is_a_located_warning_that_does_not_fail(command, capsys):
+    code, out, err = run_cli([command, "specs/invalid/unread_layer.yaml"], capsys)
+    assert (code, err) == (0, UNREAD_WARNING)
+    if command == "validate":  # the totals keep the dead branch: params 40 + 14 + 50,
+        # MACs conv 4 * 26 * 26 * 9 = 24,336 + probe 5,408 + fc 4 * 10 = 40
+        assert out == "ok  specs/invalid/unread_layer.yaml  (6 layers, 104 params, 29,784 MACs)\n"
+
+
+def test_validate_strict_refuses_an_unread_layer_and_accepts_a_clean_spec(capsys):
+    code, out, err = run_cli(["validate", "--strict", "specs/invalid/unread_layer.yaml", "specs/simple_cnn.yaml"], capsys)
+    assert code == 1
+    assert err == UNREAD_WARNING + "specs/invalid/unread_layer.yaml: 1 warning, refused by --strict\n"
+    assert out.startswith("ok  specs/simple_cnn.yaml  (10 layers, 421,642 params")
+
+
+def test_a_layer_of_a_block_copy_nobody_reads_names_its_copy(capsys):
+    text = """\
+name: unread_in_block
+input: {channels: 1, height: 8, width: 8}
+blocks:
+  pair:
+    layers:
+      - {type: conv2d, name: side, out_channels: 2, kernel_size: 1, inputs: [input]}
+      - {type: relu, name: act, inputs: [input]}
+layers:
+  - {block: pair, name: stage, repeat: 2}
+"""
+    from cnnspec.analysis import analyze
+
+    with pytest.warns(SpecWarning) as caught:
+        analysis = analyze(parse_spec(text, "b.yaml"))
+    assert [str(w.message) for w in caught] == [d.render(text.splitlines()) for d in analysis.warnings]
+    assert [(d.message.split(" is ")[0], d.location.line, d.note) for d in analysis.warnings] == [
+        ("layer 'stage_0_side'", 6, "in block 'pair' used as 'stage' at line 9, copy 0"),
+        ("layer 'stage_1_side'", 6, "in block 'pair' used as 'stage' at line 9, copy 1"),
+    ]
+    assert analysis.totals()["params"] == 2 * (2 * 1 + 2)  # both unread convs still count
+
+
+@pytest.mark.slow
+def test_train_and_export_warn_about_an_unread_layer(tmp_path, capsys):
+    run = tmp_path / "run"
+    code, _, err = run_cli(["train", "specs/invalid/unread_layer.yaml", "-d", "mnist_sample", "--epochs", "1",
+                            "--batch-size", "256", "--device", "cpu", "-o", run], capsys)
+    assert code == 0 and err.startswith(UNREAD_WARNING)
+    code, _, err = run_cli(["export", run, "-o", tmp_path / "model.onnx"], capsys)
+    assert code == 0
+    assert err == UNREAD_WARNING.replace("specs/invalid/unread_layer.yaml", f"{run / 'best.pt'}[spec]")

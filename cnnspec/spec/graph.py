@@ -73,3 +73,30 @@ def _check_arity(node, document) -> list[Diagnostic]:
         f"{node.layer.type} takes {wanted} input{'s' if low != 1 or high != 1 else ''}, got {count}",
         document.locate(node.origin + ("inputs",)), received=f"inputs={node.inputs}", note=node.note,
         hint="add and concat merge several inputs; other layers take one")]
+
+
+def unread_layers(nodes: list[Node]) -> list[Node]:
+    """Layers whose output no later layer reads and that are not the model output (the last
+    layer): dead branches. Legal, and still built and run by the compiled module."""
+    read = {ref for node in nodes for ref in node.inputs}
+    return [node for node in nodes[:-1] if node.name not in read]
+
+
+def feeding_only(nodes: list[Node], sink: Node) -> list[Node]:
+    """The layers upstream of ``sink`` that do not reach the model output any other way (the rest
+    of its dead branch), in execution order."""
+    by_name = {node.name: node for node in nodes}
+
+    def ancestors(start: str) -> set[str]:
+        seen: set[str] = set()
+        stack = [start]
+        while stack:
+            for ref in by_name[stack.pop()].inputs:
+                if ref in by_name and ref not in seen:
+                    seen.add(ref)
+                    stack.append(ref)
+        return seen
+
+    live = ancestors(nodes[-1].name) | {nodes[-1].name}
+    branch = ancestors(sink.name) - live
+    return [node for node in nodes if node.name in branch]
