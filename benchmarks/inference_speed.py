@@ -38,7 +38,7 @@ TARGET = 5.0
 
 def exported(model: Any, spec: Any, output_shape: list[int]) -> bytes:
     """The fp32 ONNX bytes exactly as cnnspec export builds them (graph checks included)."""
-    from cnnspec.export.pipeline import finish_graph, to_onnx
+    from cnnspec.export.convert import finish_graph, to_onnx
 
     proto = to_onnx(model, list(spec.input.shape))
     return finish_graph(proto, {"cnnspec.spec_name": spec.name}, output_shape)
@@ -53,7 +53,8 @@ def engines(name: str, threads: int, batches: tuple[int, ...]) -> tuple[dict[str
     import torch
 
     import cnnspec
-    from cnnspec.export.pipeline import new_session, quantize
+    from cnnspec.deploy.sessions import new_session
+    from cnnspec.export.quantize import quantize
 
     torch.manual_seed(0)
     spec = cnnspec.load_spec(MODELS[name])

@@ -181,7 +181,7 @@ def schema(output: Path | None) -> None:
 
     text = json.dumps(json_schema(), indent=2) + "\n"
     if output:
-        from .train.checkpoint import atomic_write_bytes
+        from .deploy.files import atomic_write_bytes
 
         atomic_write_bytes(output, text.encode())
         click.echo(f"wrote {output}")
@@ -388,7 +388,8 @@ def export_command(source: Path, repo: Path | None, name: str | None, version_: 
     import json
 
     from .errors import UsageError
-    from .export.pipeline import ExportOptions, export, render_report, report_json
+    from .export.pipeline import ExportOptions, export
+    from .export.report import render_report, report_json
     from .deploy.repository import ServingConfig
 
     if repo is None and output is None:

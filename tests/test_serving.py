@@ -101,7 +101,7 @@ def client(server: Server):
 @pytest.fixture(scope="module")
 def reference(server: Server):
     """In-process onnxruntime on the same file the server serves."""
-    from cnnspec.export.pipeline import new_session
+    from cnnspec.deploy.sessions import new_session
 
     return new_session(server.repo / MODEL / "1" / "model.onnx", threads=1)
 

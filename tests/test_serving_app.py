@@ -183,7 +183,7 @@ def make_batcher(repo: Path, delay_us: int, arrivals: Arrivals | None = None) ->
 
 
 def test_batcher_coalesces_requests_and_splits_results_back(exported_repository: Path) -> None:
-    from cnnspec.export.pipeline import new_session
+    from cnnspec.deploy.sessions import new_session
 
     batcher, _ = make_batcher(exported_repository, delay_us=0)
     reference = new_session(exported_repository / MODEL / "1" / "model.onnx")

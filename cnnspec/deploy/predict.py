@@ -53,7 +53,8 @@ class Predictor:
     @classmethod
     def load(cls, path: str | Path, threads: int = 1) -> "Predictor":
         """Open a model.onnx written by ``cnnspec export``."""
-        from ..export.pipeline import ExportError, new_session
+        from ..export import ExportError
+        from .sessions import new_session
 
         path = Path(path)
         try:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..train.checkpoint import atomic_write_bytes
+from ..deploy.files import atomic_write_bytes
 from ..errors import CnnspecError, did_you_mean
 
 MODEL_FILENAME = "model.onnx"

@@ -1,1 +1,8 @@
-"""Export: ONNX conversion, verification against PyTorch, quantization and the report (torch, onnx)."""
+"""Export a trained run to ONNX: conversion (convert), verification (verify, samples), int8
+quantization (quantize), the report (report), and the orchestration of all of them (pipeline)."""
+
+from ..errors import CnnspecError
+
+
+class ExportError(CnnspecError):
+    """An export cannot be made, or it does not compute what the PyTorch model computes."""

@@ -3,7 +3,7 @@
 Every figure is drawn with matplotlib's object API on an Agg canvas (no pyplot: no display, no
 global backend state, safe inside a notebook or a server) at a fixed size in pixels, so a PNG's
 width and height are known in advance: ``pixels = inches * DPI`` with whole-pixel sizes below.
-Files are rendered to bytes and written atomically (``checkpoint.atomic_write_bytes``).
+Files are rendered to bytes and written atomically (``deploy.files.atomic_write_bytes``).
 
 numpy, torch and matplotlib are imported inside the functions that need them: importing this
 module is cheap.
@@ -60,7 +60,7 @@ def _new_figure(pixels: tuple[int, int]) -> Any:
 def _save(figure: Any, output: Path) -> Path:
     """Render ``figure`` to PNG bytes (no bbox trimming, so the size stays exact), write atomically."""
     from .. import __version__
-    from ..train.checkpoint import atomic_write_bytes
+    from ..deploy.files import atomic_write_bytes
 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": f"cnnspec {__version__}"})

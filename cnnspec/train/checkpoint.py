@@ -30,11 +30,10 @@ Every value is a tensor or a plain Python container of str/int/float/bool/None, 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..deploy.files import atomic_write_bytes
 from ..errors import CnnspecError
 
 FORMAT = "cnnspec-checkpoint/1"
@@ -44,23 +43,6 @@ CHECKPOINT_NAMES = ("best.pt", "last.pt")
 
 class CheckpointError(CnnspecError):
     """A checkpoint is missing, corrupt, not a cnnspec checkpoint, or from another spec."""
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``: readers see
-    the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
