@@ -48,7 +48,7 @@ async def classify_upload(request: Request, body: bytes, entry: ModelEntry, vers
 
 
 def _top_k_parameter(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or len(text) > 9 or int(text) < 1:
         raise BadRequest(f"query parameter k must be a positive integer, got {text!r}")
     return int(text)
 

@@ -50,10 +50,16 @@ class RequestHeaders:
                 self.authorization = value
 
 
+MAX_HEADER_DIGITS = 18  # below 2**63; a longer number is a lie about any body this server accepts
+
+
 def _header_int(value: bytes, name: str) -> int:
-    if not value.strip().isdigit():
+    digits = value.strip()
+    if not digits.isdigit():
         raise BadRequest(f"header {name} must be a non-negative integer, got {value[:40]!r}")
-    return int(value)
+    if len(digits) > MAX_HEADER_DIGITS:
+        raise BadRequest(f"header {name} has {len(digits)} digits; at most {MAX_HEADER_DIGITS} are accepted")
+    return int(digits)
 
 
 async def read_body(receive: Receive, headers: RequestHeaders, limit: int) -> bytes:

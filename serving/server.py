@@ -1,6 +1,6 @@
 """Starting the service: load the repository (failing fast with a clear message), then run uvicorn.
 
-One process, one event loop (uvloop + httptools when installed), onnxruntime in worker threads.
+One process, one event loop (uvloop when installed, httptools with header and body deadlines), onnxruntime in worker threads.
 Scale out with replicas behind a load balancer rather than ``uvicorn --workers``: workers that share
 one listening socket lose TCP_NODELAY (uvicorn #3149) and add ~44 ms per request on small responses.
 On SIGTERM/SIGINT uvicorn stops accepting, waits up to ``drain_timeout_s`` for open requests, then
@@ -34,6 +34,8 @@ def serve(settings: ServeSettings) -> None:
     """Run the server until SIGINT/SIGTERM."""
     import uvicorn
 
+    from .http_protocol import timed_protocol  # imports uvicorn's protocol module
+
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = build_app(settings)
     loaded = {name: sorted(e.versions) for name, e in app.table.entries.items()}
@@ -43,7 +45,8 @@ def serve(settings: ServeSettings) -> None:
         app, host=settings.host, port=settings.port, lifespan="on", log_level=settings.log_level,
         access_log=settings.access_log, server_header=False,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        http=timed_protocol(settings.header_timeout_s, settings.body_timeout_s),
+        timeout_keep_alive=settings.keep_alive_timeout_s,
         timeout_graceful_shutdown=settings.drain_timeout_s or None,
         proxy_headers=False, limit_concurrency=None, backlog=2048)
     # uvicorn re-raises the SIGTERM it handled once it has shut down; a no-op handler makes that

@@ -38,6 +38,13 @@ class ServeSettings(BaseSettings):
     metrics_public: bool = Field(False, description="Serve /metrics without the token (health probes always are).")
     watch: bool = Field(False, description="Poll the repository and (re)load models whose files changed.")
     watch_interval_s: float = Field(1.0, gt=0, description="Seconds between repository polls in watch mode.")
+    header_timeout_s: float = Field(
+        10.0, ge=0, description="Close a connection whose request headers are not complete this many seconds "
+                                "after its first byte (408; 0 = no limit).")
+    body_timeout_s: float = Field(
+        30.0, ge=0, description="Close a connection whose request body has not fully arrived this many seconds "
+                                "after its headers (408; a total, not an idle time; 0 = no limit).")
+    keep_alive_timeout_s: float = Field(5.0, gt=0, description="Close a keep-alive connection idle this long.")
     drain_timeout_s: float = Field(30.0, ge=0, description="On shutdown, wait this long for in-flight requests.")
     compress_min_bytes: int = Field(
         64 * 1024, ge=0, description="gzip/deflate a response only when the client accepts it and it is this big.")
