@@ -24,7 +24,7 @@ def _branch_matches(tag: Any, value: Any) -> bool:
     if isinstance(value, int):
         return tag.startswith(("int", "constrained-int"))
     if isinstance(value, float):
-        return tag.startswith(("float", "int"))
+        return tag.startswith(("float", "int", "constrained-float"))
     if isinstance(value, (list, tuple)):
         return tag.startswith(("tuple", "list"))
     if isinstance(value, str):
@@ -37,7 +37,7 @@ def _branch_matches(tag: Any, value: Any) -> bool:
 def _is_branch_tag(part: Any) -> bool:
     text = str(part)
     return isinstance(part, str) and (
-        "[" in text or text in ("int", "float", "str", "bool", "none", "constrained-int", "tuple")
+        "[" in text or text in ("int", "float", "str", "bool", "none", "constrained-int", "constrained-float", "tuple")
     )
 
 
