@@ -1,8 +1,8 @@
 """One loaded model version: an onnxruntime session plus what config.pbtxt and the ONNX metadata say.
 
-Sessions are created with settings that leave a core to the HTTP side: spinning intra-/inter-op
-threads are off (``session.intra_op.allow_spinning=0``: a spinning pool burns a core after every
-call and starves the event loop on small machines) and intra-op threads default to 2.
+Sessions take cnnspec.deploy.sessions' options, which leave a core to the HTTP side: spinning
+intra-/inter-op threads are off (a spinning pool burns a core after every call and starves the
+event loop on small machines); intra-op threads come from the settings (default 2).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+
+from cnnspec.deploy.sessions import session_options
 
 from .config import ModelConfig, TensorConfig
 from .errors import ModelLoadError, StartupError
@@ -90,25 +92,12 @@ def providers_for(device: str) -> list[str]:
     return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
-def session_options(settings: ServeSettings) -> ort.SessionOptions:
-    """Sequential execution, no spinning threads, ``intra_op_threads`` compute threads."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = settings.intra_op_threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    return options
-
-
 def load_version(model_dir: Path, version: int, config: ModelConfig, settings: ServeSettings) -> ModelVersion:
     """Open ``model_dir/version/<default_model_filename>`` and check it against config.pbtxt."""
     path = model_dir / str(version) / config.default_model_filename
     name = model_dir.name
     try:
-        session = ort.InferenceSession(str(path), sess_options=session_options(settings),
+        session = ort.InferenceSession(str(path), sess_options=session_options(settings.intra_op_threads),
                                        providers=providers_for(settings.device))
     except StartupError:
         raise

@@ -183,24 +183,69 @@ def copied_sources(dockerfile: list[Instruction]) -> list[str]:
     return [s for i in dockerfile if i.keyword == "COPY" for s in i.args.split()[:-1]]
 
 
-def cnnspec_modules_imported_by_serving() -> set[str]:
-    """'cnnspec/errors.py'-style paths of the cnnspec modules that serving/ imports."""
+def imported_modules(path: Path, everywhere: bool) -> set[str]:
+    """Absolute names of the modules ``path`` imports (relative imports resolved); ``everywhere``
+    includes imports inside functions, else only those run when the module is imported."""
+    package = ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts)
+    if path.name != "__init__.py":
+        package = package.rpartition(".")[0]
+    tree = ast.parse(path.read_text(), str(path))
     modules = set()
-    for path in (REPO_ROOT / "serving").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = ([node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
-                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
-            modules |= {n for n in names if n == "cnnspec" or n.startswith("cnnspec.")}
-    packages = {".".join(m.split(".")[:i]) for m in modules for i in range(1, m.count(".") + 1)}
-    return ({p.replace(".", "/") + "/__init__.py" for p in packages | {"cnnspec"}}
-            | {m.replace(".", "/") + ".py" for m in modules - packages if m != "cnnspec"})
+    for node in ast.walk(tree) if everywhere else tree.body:
+        if isinstance(node, ast.Import):
+            modules |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            module = ".".join(filter(None, [base, node.module or ""]))
+            modules.add(module)
+            modules |= {f"{module}.{alias.name}" for alias in node.names}  # `from pkg import module`
+    return modules
 
 
-def test_dockerfile_copies_the_service_and_only_the_cnnspec_modules_it_imports(dockerfile):
+def cnnspec_files_serving_needs() -> set[str]:
+    """Repository paths of every cnnspec module the service can import: all imports of serving/ and
+    cnnspec/deploy/ (lazy ones too: they run while serving), followed through the module-level
+    imports of each cnnspec module they reach, with each package's __init__.py."""
+    todo = [(path, True) for folder in ("serving", "cnnspec/deploy") for path in (REPO_ROOT / folder).rglob("*.py")]
+    needed: set[str] = set()
+    while todo:
+        path, everywhere = todo.pop()
+        for module in imported_modules(path, everywhere):
+            if module != "cnnspec" and not module.startswith("cnnspec."):
+                continue
+            parts = module.split(".")
+            candidates = [REPO_ROOT.joinpath(*parts[:i], "__init__.py") for i in range(1, len(parts) + 1)]
+            candidates.append(REPO_ROOT.joinpath(*parts[:-1], parts[-1] + ".py"))
+            for found in candidates:
+                name = found.relative_to(REPO_ROOT).as_posix()
+                if found.is_file() and name not in needed:
+                    needed.add(name)
+                    todo.append((found, name.startswith("cnnspec/deploy/")))
+    return needed
+
+
+def test_dockerfile_copies_the_service_and_cnnspecs_deploy_room(dockerfile):
     sources = copied_sources(dockerfile)
     assert "serving/" in sources
-    assert {s for s in sources if s.startswith("cnnspec")} == cnnspec_modules_imported_by_serving()
+    assert sorted(s for s in sources if s.startswith("cnnspec")) == [
+        "cnnspec/__init__.py", "cnnspec/deploy/", "cnnspec/errors.py"]
     assert not [s for s in sources if not s.startswith(("serving/", "cnnspec/"))], sources
+
+
+def test_everything_serving_imports_from_cnnspec_is_in_the_image(dockerfile):
+    needed = cnnspec_files_serving_needs()
+    assert {"cnnspec/__init__.py", "cnnspec/errors.py", "cnnspec/deploy/images.py",
+            "cnnspec/deploy/sessions.py"} <= needed
+    sources = [s for s in copied_sources(dockerfile) if s.startswith("cnnspec")]
+    missing = [n for n in needed if not any(n == s or (s.endswith("/") and n.startswith(s)) for s in sources)]
+    assert not missing, f"serving imports {missing}, which the Dockerfile does not copy"
+
+
+def test_dockerignore_lets_every_copied_source_into_the_build_context(dockerfile):
+    allowed = [p[1:] for p in DOCKERIGNORE.read_text().splitlines() if p.startswith("!")]
+    shut_out = [s for s in copied_sources(dockerfile)
+                if not any(s == a or (a.endswith("/") and s.startswith(a)) for a in allowed)]
+    assert not shut_out, f".dockerignore keeps {shut_out} out of the build context (allowed: {allowed})"
 
 
 def test_no_torch_in_the_image(dockerfile):

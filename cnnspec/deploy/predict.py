@@ -16,6 +16,7 @@ from typing import Any, Sequence
 from ..errors import CnnspecError
 from .images import ImageSource, Preprocessing, labels_from_metadata, preprocess_batch, softmax, top_k
 from .repository import CONFIG_FILENAME, MODEL_FILENAME, find_model, versions
+from .sessions import SessionError, new_session
 
 
 class PredictError(CnnspecError):
@@ -53,13 +54,10 @@ class Predictor:
     @classmethod
     def load(cls, path: str | Path, threads: int = 1) -> "Predictor":
         """Open a model.onnx written by ``cnnspec export``."""
-        from ..export import ExportError
-        from .sessions import new_session
-
         path = Path(path)
         try:
             session = new_session(path.read_bytes(), threads)
-        except ExportError as exc:
+        except SessionError as exc:
             raise PredictError(f"{path}: {exc}") from None
         except OSError as exc:
             raise PredictError(f"cannot read {path}: {exc.strerror or exc}") from None
