@@ -236,7 +236,7 @@ def layers(layer_type: str | None, format_: str) -> None:
               help="PNG file to write.  [default: RUN_DIR/curves.png]")
 def plot_command(run_dir: Path, output: Path | None) -> None:
     """Training curves of a run: loss and accuracy per epoch, train and eval (PNG)."""
-    from .plots.figures import plot_curves
+    from .plots.curves import plot_curves
 
     click.echo(str(plot_curves(run_dir, output)))
 
@@ -259,7 +259,7 @@ def visualize_filters(checkpoint: Path, layer: str, input_channel: str, max_filt
     """Draw a conv layer's kernels as a grid, one small image per filter (a run directory means its
     best.pt, else last.pt)."""
     from .errors import UsageError
-    from .plots.figures import plot_filters
+    from .plots.filters import plot_filters
 
     if input_channel != "mean" and not input_channel.isdigit():
         raise UsageError(f"--input-channel must be a number or 'mean', got '{input_channel}'")
@@ -278,7 +278,7 @@ def visualize_filters(checkpoint: Path, layer: str, input_channel: str, max_filt
               help="PNG file to write.  [default: feature_maps_IMAGE.png next to the checkpoint]")
 def visualize_feature_maps(checkpoint: Path, image: Path, max_channels: int, invert: bool, output: Path | None) -> None:
     """Draw what every conv layer computes for one image, with the model's prediction."""
-    from .plots.figures import plot_feature_maps
+    from .plots.feature_maps import plot_feature_maps
 
     click.echo(str(plot_feature_maps(checkpoint, image, output, max_channels=max_channels, invert=invert)))
 

@@ -21,7 +21,8 @@ import torch
 from PIL import Image
 
 import cnnspec
-from cnnspec.plots import figures as plots
+from cnnspec.plots import curves, feature_maps, filters
+from cnnspec.train import run as trained_run
 from cli_helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,8 +94,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained(run_dir: Path) -> plots.TrainedModel:
-    return plots.load_trained_model(run_dir)
+def trained(run_dir: Path) -> trained_run.TrainedModel:
+    return trained_run.load_trained_model(run_dir)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +113,7 @@ def test_plot_writes_curves_png_of_fixed_size(run_dir: Path, capsys: pytest.Capt
     code, out, err = run_cli(["plot", run_dir], capsys)
     assert (code, err) == (0, "")
     assert out.strip() == str(run_dir / "curves.png")
-    assert plots.CURVES_PIXELS == (1100, 440)
+    assert curves.CURVES_PIXELS == (1100, 440)
     assert_real_picture(run_dir / "curves.png", (1100, 440))
 
 
@@ -121,13 +122,13 @@ def test_plot_output_option_and_single_epoch(tmp_path: Path, capsys: pytest.Capt
     target = tmp_path / "pictures" / "one.png"
     code, out, _ = run_cli(["plot", tmp_path, "-o", target], capsys)
     assert code == 0 and out.strip() == str(target)
-    assert_real_picture(target, plots.CURVES_PIXELS)
+    assert_real_picture(target, curves.CURVES_PIXELS)
 
 
 def test_load_metrics_keeps_last_record_of_a_repeated_epoch(tmp_path: Path) -> None:
     resumed = [METRICS[0], METRICS[1], {**METRICS[1], "eval_accuracy": 0.5}, {**METRICS[2], "eval_loss": None}]
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(m) for m in resumed) + "\n\n")
-    records = plots.load_metrics(tmp_path)
+    records = curves.load_metrics(tmp_path)
     assert [r["epoch"] for r in records] == [1, 2, 3]
     assert records[1]["eval_accuracy"] == 0.5
     assert np.isnan(records[2]["eval_loss"])
@@ -175,53 +176,53 @@ def test_plot_rejects_missing_run_dir_and_non_png_output(tmp_path: Path, run_dir
     (1, 1, 1), (3, 1, 3), (7, 2, 4), (10, 2, 5), (16, 4, 4), (32, 4, 8), (64, 8, 8), (96, 8, 12), (512, 16, 32),
 ])
 def test_filter_grid_layout(count: int, rows: int, cols: int) -> None:
-    layout = plots.filter_grid_layout(count)
+    layout = filters.filter_grid_layout(count)
     assert (layout.rows, layout.cols, layout.count) == (rows, cols, count)
     assert rows * cols >= count > (rows - 1) * cols
 
 
 def test_filter_panels_one_per_kernel_in_row_order() -> None:
-    layout = plots.filter_grid_layout(32)
-    extents = plots.filter_panel_extents(layout)
+    layout = filters.filter_grid_layout(32)
+    extents = filters.filter_panel_extents(layout)
     assert len(extents) == 32
-    step = 1 + plots.FILTER_GAP
+    step = 1 + filters.FILTER_GAP
     assert extents[0] == (0.0, 1.0, -1.0, 0.0)
     assert extents[9] == pytest.approx((step, step + 1, -step - 1, -step))  # row 1, column 1
     corners = {(round(left, 6), round(top, 6)) for left, _, _, top in extents}
     assert len(corners) == 32  # no two kernels drawn on the same spot
 
 
-def test_visualize_filters_conv1_draws_32_kernels(run_dir: Path, trained: plots.TrainedModel,
+def test_visualize_filters_conv1_draws_32_kernels(run_dir: Path, trained: trained_run.TrainedModel,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_cli(["visualize", "filters", run_dir, "--layer", "conv1"], capsys)
     assert (code, err) == (0, "")
     target = run_dir / "filters_conv1.png"
     assert out.strip() == str(target)
     # 32 filters -> 4 x 8 grid of 80-pixel cells, plus 190 x 110 for titles, ticks and colour bar.
-    assert plots.filters_figure_pixels(plots.filter_grid_layout(32)) == (830, 430)
+    assert filters.filters_figure_pixels(filters.filter_grid_layout(32)) == (830, 430)
     assert_real_picture(target, (830, 430))
-    figure = plots.filters_figure(trained, "conv1")
+    figure = filters.filters_figure(trained, "conv1")
     images = figure.axes[0].images
     weights = trained.model.conv1.weight.detach().numpy()
     assert len(images) == 32
     assert np.array_equal(images[5].get_array(), weights[5, 0])
-    assert images[5].get_extent() == list(plots.filter_panel_extents(plots.filter_grid_layout(32))[5])
+    assert images[5].get_extent() == list(filters.filter_panel_extents(filters.filter_grid_layout(32))[5])
     assert images[0].norm.vmin == -images[0].norm.vmax == pytest.approx(-np.abs(weights).max())
 
 
-def test_visualize_filters_conv2_input_channel_and_max_filters(run_dir: Path, trained: plots.TrainedModel,
+def test_visualize_filters_conv2_input_channel_and_max_filters(run_dir: Path, trained: trained_run.TrainedModel,
                                                                 tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     weights = trained.model.conv2.weight.detach().numpy()
-    assert np.allclose(plots.layer_kernels(trained, "conv2", None), weights.mean(axis=1))
-    assert np.array_equal(plots.layer_kernels(trained, "conv2", 5), weights[:, 5])
+    assert np.allclose(filters.layer_kernels(trained, "conv2", None), weights.mean(axis=1))
+    assert np.array_equal(filters.layer_kernels(trained, "conv2", 5), weights[:, 5])
     target = tmp_path / "conv2.png"
     code, out, _ = run_cli(["visualize", "filters", run_dir / "last.pt", "-l", "conv2", "--input-channel", "5",
                             "--max-filters", "20", "-o", target], capsys)
     assert code == 0 and out.strip() == str(target)
-    layout = plots.filter_grid_layout(20)
+    layout = filters.filter_grid_layout(20)
     assert (layout.rows, layout.cols) == (4, 5)
-    assert_real_picture(target, plots.filters_figure_pixels(layout))
-    assert len(plots.filters_figure(trained, "conv2", 5, max_filters=20).axes[0].images) == 20
+    assert_real_picture(target, filters.filters_figure_pixels(layout))
+    assert len(filters.filters_figure(trained, "conv2", 5, max_filters=20).axes[0].images) == 20
 
 
 @pytest.mark.parametrize(("args", "messages"), [
@@ -253,38 +254,38 @@ def test_visualize_refuses_missing_or_broken_checkpoints(tmp_path: Path, capsys:
 
 # --- feature maps ----------------------------------------------------------------------------------
 
-def test_load_image_converts_a_64x64_rgb_digit_to_the_model_input(trained: plots.TrainedModel, digit_png: Path) -> None:
-    tensor, picture = plots.load_image(digit_png, (1, 28, 28), [0.1307], [0.3081])
+def test_load_image_converts_a_64x64_rgb_digit_to_the_model_input(trained: trained_run.TrainedModel, digit_png: Path) -> None:
+    tensor, picture = feature_maps.load_image(digit_png, (1, 28, 28), [0.1307], [0.3081])
     assert tuple(tensor.shape) == (1, 1, 28, 28) and tensor.dtype == torch.float32
     original, _ = mnist_digit()
     correlation = np.corrcoef(picture.ravel(), original.ravel() / 255.0)[0, 1]
     assert correlation > 0.95  # the same digit, same orientation, after RGB->L and 64->28
     assert np.allclose(tensor[0, 0].numpy(), (picture - 0.1307) / 0.3081, atol=1e-5)
-    inverted, inverted_picture = plots.load_image(digit_png, (1, 28, 28), [0.1307], [0.3081], invert=True)
+    inverted, inverted_picture = feature_maps.load_image(digit_png, (1, 28, 28), [0.1307], [0.3081], invert=True)
     assert np.allclose(inverted_picture, 1.0 - picture, atol=1e-6)
 
 
-def test_conv_feature_maps_are_the_conv_outputs(trained: plots.TrainedModel, digit_png: Path) -> None:
-    tensor, _ = plots.load_image(digit_png, (1, 28, 28), [0.1307], [0.3081])
-    maps, output = plots.conv_feature_maps(trained, tensor)
+def test_conv_feature_maps_are_the_conv_outputs(trained: trained_run.TrainedModel, digit_png: Path) -> None:
+    tensor, _ = feature_maps.load_image(digit_png, (1, 28, 28), [0.1307], [0.3081])
+    maps, output = feature_maps.conv_feature_maps(trained, tensor)
     assert list(maps) == ["conv1", "conv2"]
     with torch.no_grad():
         assert np.allclose(maps["conv1"], trained.model.conv1(tensor)[0].numpy(), atol=1e-6)
         assert np.allclose(output.numpy(), trained.model(tensor)[0].numpy(), atol=1e-6)
     assert maps["conv2"].shape == (64, 14, 14)
-    assert plots.strongest_channels(np.stack([np.zeros((2, 2)), -3 * np.ones((2, 2)), np.ones((2, 2))]), 2) == [1, 2]
+    assert feature_maps.strongest_channels(np.stack([np.zeros((2, 2)), -3 * np.ones((2, 2)), np.ones((2, 2))]), 2) == [1, 2]
 
 
-def test_visualize_feature_maps_of_a_real_digit(run_dir: Path, trained: plots.TrainedModel, digit_png: Path,
+def test_visualize_feature_maps_of_a_real_digit(run_dir: Path, trained: trained_run.TrainedModel, digit_png: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_cli(["visualize", "feature-maps", run_dir, "--image", digit_png], capsys)
     assert (code, err) == (0, "")
     target = run_dir / "feature_maps_digit.png"
     assert out.strip() == str(target)
     # 8 columns of 110 px + 150; 3 rows (image, conv1, conv2) of 132 px + 90.
-    assert plots.feature_maps_figure_pixels(2, 8) == (1030, 486)
+    assert feature_maps.feature_maps_figure_pixels(2, 8) == (1030, 486)
     assert_real_picture(target, (1030, 486))
-    figure = plots.feature_maps_figure(trained, digit_png, max_channels=3)
+    figure = feature_maps.feature_maps_figure(trained, digit_png, max_channels=3)
     panels = [axes for axes in figure.axes if axes.images]
     assert len(panels) == 1 + 2 * 3  # the input, then 3 channels of each conv layer
     assert panels[0].get_title() == "input 28x28"

@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnspec.train.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
+from cnnspec.deploy.files import atomic_write_bytes
+from cnnspec.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from cnnspec.cli import main
 from cnnspec.spec.model import load_spec
-from cnnspec.train.loop import DEFAULTS, options_for_resume, resolve_options, train
+from cnnspec.train.loop import train
+from cnnspec.train.options import DEFAULTS, options_for_resume, resolve_options
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -162,7 +164,7 @@ class _Terminal(io.StringIO):
 
 
 def test_progress_bar_on_a_terminal_and_plain_lines_elsewhere() -> None:
-    from cnnspec.train.loop import Reporter
+    from cnnspec.train.progress import Reporter
 
     terminal = _Terminal()
     reporter = Reporter(True, terminal)
@@ -188,7 +190,8 @@ def test_progress_bar_on_a_terminal_and_plain_lines_elsewhere() -> None:
 @pytest.mark.parametrize("scheduler", ["none", "cosine", "step", "onecycle"])
 def test_every_optimizer_and_scheduler_state_survives_a_weights_only_checkpoint(
         optimizer: str, scheduler: str, tmp_path: Path) -> None:
-    from cnnspec.train.loop import TrainOptions, make_optimizer, make_scheduler
+    from cnnspec.train.optimization import make_optimizer, make_scheduler
+    from cnnspec.train.options import TrainOptions
 
     model = torch.nn.Linear(3, 2)
     options = TrainOptions(dataset="mnist_sample", optimizer=optimizer, scheduler=scheduler, epochs=2)

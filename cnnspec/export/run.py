@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..train.checkpoint import CheckpointError, check_spec, load_checkpoint, resolve_checkpoint
+from ..train.checkpoint import CheckpointError, check_spec, load_checkpoint
+from ..train.run import resolve_checkpoint
 
 
 @dataclass

@@ -37,8 +37,6 @@ from ..deploy.files import atomic_write_bytes
 from ..errors import CnnspecError
 
 FORMAT = "cnnspec-checkpoint/1"
-#: what a run directory stands for, in order of preference
-CHECKPOINT_NAMES = ("best.pt", "last.pt")
 
 
 class CheckpointError(CnnspecError):
@@ -135,17 +133,3 @@ def check_spec(payload: dict[str, Any], spec: Any, path: str | Path = "checkpoin
             "use the spec the checkpoint was trained with, or start a new run"
         )
 
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file as given, or a run directory's best.pt (else last.pt)."""
-    path = Path(path)
-    if path.is_dir():
-        for name in CHECKPOINT_NAMES:
-            if (path / name).is_file():
-                return path / name
-        raise CheckpointError(
-            f"run directory {path} holds no checkpoint (neither best.pt nor last.pt); "
-            f"train first with: cnnspec train SPEC --out {path}")
-    if not path.exists():
-        raise CheckpointError(f"no run directory or checkpoint at {path}")
-    return path

@@ -1,7 +1,6 @@
 """``cnnspec train``: fast, reproducible, resumable, observable training of a spec's model.
 
-Options come from the command line, else the spec's ``train:`` section, else ``DEFAULTS`` (the
-chapter's recipe: 3 epochs, batch 64, Adam, lr 1e-3, seed 0).
+Options are resolved in ``options``; the device and precision are chosen in ``hardware``.
 
 A run directory holds::
 
@@ -22,257 +21,29 @@ from __future__ import annotations
 import json
 import math
 import random
-import sys
 import time
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import distributed
-from .checkpoint import (CheckpointError, atomic_write_bytes, capture_rng, check_spec, load_checkpoint,
-                         remove_stale_temporaries, restore_rng, save_checkpoint)
-from .data import (DATASETS, DatasetInfo, Normalizer, check_spec_matches, dataset_for_spec, epoch_order, eval_shard,
+from .checkpoint import (CheckpointError, capture_rng, check_spec, load_checkpoint, remove_stale_temporaries,
+                         restore_rng, save_checkpoint)
+from .data import (DatasetInfo, Normalizer, check_spec_matches, dataset_for_spec, epoch_order, eval_shard,
                    load_split, per_channel)
+from .hardware import Precision, pick_device, use_channels_last
+from .optimization import make_optimizer, make_scheduler
+from .options import TrainOptions, options_for_resume, resolve_options
+from .progress import Reporter
+from ..deploy.files import atomic_write_bytes
 from ..errors import UsageError
-from ..spec.model import Spec, load_spec
+from ..spec.model import load_spec
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULERS = ("none", "cosine", "step", "onecycle")
-DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 EVAL_BATCH_PIXELS = 1 << 22  # eval batches hold about 4M input values (1,024 MNIST digits at most)
-PLAIN_LOG_SECONDS = 30.0     # progress lines without a terminal: at most one per this many seconds
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    """The resolved options of a run (stored in checkpoints as ``train_config``)."""
-
-    dataset: str | None = None
-    data_dir: str = "data"
-    epochs: int = 3
-    batch_size: int = 64
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    scheduler: str = "none"
-    seed: int = 0
-    device: str = "auto"
-    workers: int = 0
-    precision: str = "auto"
-
-
-DEFAULTS = TrainOptions()
-# On --resume these may differ from the checkpoint's options (where and how long, not what).
-RESUME_MAY_CHANGE = ("epochs", "device", "workers", "data_dir", "precision")
-
-
-def resolve_options(spec: Spec, flags: dict[str, Any]) -> TrainOptions:
-    """Each option from ``flags`` when given (not None), else the spec's ``train:`` section (its
-    ``data_dir`` relative to the spec file), else ``DEFAULTS``; no dataset anywhere is an error."""
-    from_spec = spec.train.model_dump(exclude_none=True) if spec.train is not None else {}
-    if "data_dir" in from_spec:  # a path written in a spec file is relative to that file
-        from_spec["data_dir"] = str(Path(spec.file).parent / Path(from_spec["data_dir"]).expanduser())
-    values = {}
-    for option in fields(TrainOptions):
-        flag = flags.get(option.name)
-        values[option.name] = flag if flag is not None else from_spec.get(option.name, getattr(DEFAULTS, option.name))
-    options = TrainOptions(**values)
-    if options.dataset is None:
-        raise UsageError("no dataset to train on", [
-            f"pass --dataset NAME or set train: {{dataset: NAME}} in {spec.file}; NAME is one of {', '.join(DATASETS)}",
-        ])
-    return options
-
-
-def options_for_resume(saved: dict[str, Any], flags: dict[str, Any]) -> TrainOptions:
-    """The checkpoint's options, with the flags that may change on resume applied; any other flag
-    that disagrees with the checkpoint is an error (it would silently train another recipe)."""
-    options = TrainOptions(**{f.name: saved[f.name] for f in fields(TrainOptions) if f.name in saved})
-    changes = {}
-    for name, value in flags.items():
-        if value is None or value == getattr(options, name):
-            continue
-        if name not in RESUME_MAY_CHANGE:
-            raise UsageError(f"--{name.replace('_', '-')} {value} differs from the run being resumed "
-                             f"({name}={getattr(options, name)})",
-                             ["drop the flag to continue the run as it was started, or start a new run with --out"])
-        changes[name] = value
-    options = replace(options, **changes)
-    if options.epochs != saved.get("epochs") and options.scheduler != "none":
-        raise UsageError(f"--epochs cannot change on resume with scheduler '{options.scheduler}' "
-                         f"(its schedule spans the original {saved.get('epochs')} epochs)",
-                         ["resume with the original --epochs, or train with --scheduler none"])
-    return options
-
-
-# --- devices -----------------------------------------------------------------------------------
-
-def pick_device(requested: str, context: distributed.Context) -> torch.device:
-    """auto: cuda, then mps, then cpu. Under torchrun each CUDA process takes GPU ``local_rank``."""
-    cuda = torch.cuda.is_available()
-    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    if requested == "auto":
-        requested = "cuda" if cuda else "mps" if mps and not context.distributed else "cpu"
-    if requested == "cuda" and not cuda:
-        raise UsageError("--device cuda, but torch sees no CUDA GPU", ["use --device auto or --device cpu"])
-    if requested == "mps" and not mps:
-        raise UsageError("--device mps, but this torch has no MPS (Apple GPU) support", ["use --device auto or cpu"])
-    if requested == "mps" and context.distributed:
-        raise UsageError("distributed training (torchrun) supports cuda and cpu, not mps")
-    if requested == "cuda":
-        index = context.local_rank if context.distributed else torch.cuda.current_device()
-        torch.cuda.set_device(index)
-        torch.backends.cudnn.benchmark = True  # fixed input shapes: autotune each convolution once
-        return torch.device("cuda", index)
-    return torch.device(requested)
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX): there bf16 convolutions
-    run about twice as fast as fp32; elsewhere they are emulated and slower."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(errors="ignore")
-    except OSError:  # not Linux: stay with fp32
-        return False
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
-
-
-@dataclass
-class Precision:
-    """How a training step computes. ``auto``: on CUDA bf16 mixed precision where the GPU supports
-    it, else fp16 with loss scaling (GradScaler); on a CPU with native bf16 (AVX512-BF16/AMX) bf16
-    mixed precision (measured 1.6x faster than fp32 for SimpleCNN here); fp32 otherwise. Mixed
-    precision keeps fp32 weights and optimizer state; evaluation always runs in fp32, like the
-    exported model."""
-
-    dtype: torch.dtype | None
-    scaler: Any
-
-    @classmethod
-    def choose(cls, requested: str, device: torch.device) -> "Precision":
-        if requested == "auto":
-            if device.type == "cuda":
-                requested = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-            else:
-                requested = "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
-        if requested == "fp32":
-            return cls(None, None)
-        if requested == "bf16":
-            return cls(torch.bfloat16, None)
-        if requested == "fp16" and device.type == "cuda":
-            return cls(torch.float16, torch.amp.GradScaler("cuda"))
-        raise UsageError(f"--precision {requested} is not available on {device.type}",
-                         [f"choose one of {', '.join(PRECISIONS)} (fp16 needs CUDA)"])
-
-    def autocast(self, device: torch.device) -> ContextManager[Any]:
-        return torch.autocast(device.type, dtype=self.dtype) if self.dtype is not None else nullcontext()
-
-    @property
-    def label(self) -> str:
-        return {None: "fp32", torch.bfloat16: "bf16 mixed precision", torch.float16: "fp16 mixed precision"}[self.dtype]
-
-
-def use_channels_last(spec: Spec, device: torch.device) -> bool:
-    """NHWC suits the convolution kernels of CUDA (tensor cores) and of oneDNN on CPU (measured
-    ~1.8x faster for SimpleCNN on 2 cores); MPS keeps the default layout."""
-    return device.type in ("cuda", "cpu") and any(node.layer.is_convolution for node in spec.nodes)
-
-
-# --- optimisation ------------------------------------------------------------------------------
-
-def make_optimizer(model: nn.Module, options: TrainOptions) -> torch.optim.Optimizer:
-    """adam / adamw / sgd (with momentum, Nesterov off) on every trainable parameter."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if options.optimizer == "adam":
-        return torch.optim.Adam(params, lr=options.lr, weight_decay=options.weight_decay)
-    if options.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=options.lr, weight_decay=options.weight_decay)
-    if options.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=options.lr, momentum=options.momentum, weight_decay=options.weight_decay)
-    raise UsageError(f"unknown optimizer '{options.optimizer}'; choose one of {', '.join(OPTIMIZERS)}")
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, options: TrainOptions, steps_per_epoch: int) -> Any:
-    """Stepped after every batch. cosine: lr follows half a cosine from lr to 0 over the run;
-    step: lr x 0.1 after each third of the run; onecycle: warm up to lr over 30%, then anneal."""
-    total = max(1, options.epochs * steps_per_epoch)
-    schedulers = torch.optim.lr_scheduler
-    if options.scheduler == "none":
-        return None
-    if options.scheduler == "cosine":
-        return schedulers.CosineAnnealingLR(optimizer, T_max=total)
-    if options.scheduler == "step":
-        return schedulers.StepLR(optimizer, step_size=max(1, total // 3), gamma=0.1)
-    if options.scheduler == "onecycle":
-        return schedulers.OneCycleLR(optimizer, max_lr=options.lr, total_steps=total)
-    raise UsageError(f"unknown scheduler '{options.scheduler}'; choose one of {', '.join(SCHEDULERS)}")
-
-
-# --- progress ----------------------------------------------------------------------------------
-
-class Reporter:
-    """Progress of rank 0: a rich progress bar on a terminal, plain log lines otherwise
-    (CI logs, files, pipes); silent on the other ranks."""
-
-    def __init__(self, enabled: bool, out: Any = None):
-        from rich.console import Console
-
-        self.enabled = enabled
-        self.out = out or sys.stdout
-        self.console = Console(file=self.out)
-        self.live = enabled and self.console.is_terminal
-        self.progress: Any = None
-        self.task: Any = None
-        self.last_line = 0.0
-        self.batch_images = 1  # images per step over all processes, for the plain ETA
-
-    def line(self, text: str) -> None:
-        if not self.enabled:
-            return
-        if self.progress is not None:
-            self.progress.console.print(text, highlight=False, markup=False)
-        else:
-            print(text, file=self.out, flush=True)
-
-    def start_epoch(self, label: str, steps: int) -> None:
-        self.last_line = time.perf_counter()
-        if not self.live:
-            self.line(f"{label}: {steps:,} steps")
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[accuracy]:6.2%}  {task.fields[speed]:,.0f} img/s"),
-            TextColumn("ETA"), TimeRemainingColumn(), console=self.console, transient=True)
-        self.progress.start()
-        self.task = self.progress.add_task(label, total=steps, loss=float("nan"), accuracy=0.0, speed=0.0)
-
-    def update(self, step: int, steps: int, loss: float, accuracy: float, speed: float, label: str) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, completed=step, loss=loss, accuracy=accuracy, speed=speed)
-        elif self.enabled and time.perf_counter() - self.last_line >= PLAIN_LOG_SECONDS:
-            self.last_line = time.perf_counter()
-            remaining = (steps - step) * self.batch_images / speed if speed > 0 else 0.0
-            self.line(f"{label}: step {step:,}/{steps:,}  loss {loss:.4f}  acc {accuracy:.2%}  "
-                      f"{speed:,.0f} img/s  ETA {_format_seconds(remaining)}")
-
-    def end_epoch(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
-
-
-def _format_seconds(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 # --- the run -----------------------------------------------------------------------------------

@@ -1,0 +1,86 @@
+"""The training options of ``cnnspec train``, their defaults, and how a run resolves them.
+
+Options come from the command line, else the spec's ``train:`` section, else ``DEFAULTS`` (the
+chapter's recipe: 3 epochs, batch 64, Adam, lr 1e-3, seed 0). Pure Python: no torch at import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .data import DATASETS
+from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from ..spec.model import Spec
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("none", "cosine", "step", "onecycle")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """The resolved options of a run (stored in checkpoints as ``train_config``)."""
+
+    dataset: str | None = None
+    data_dir: str = "data"
+    epochs: int = 3
+    batch_size: int = 64
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    scheduler: str = "none"
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 0
+    precision: str = "auto"
+
+
+DEFAULTS = TrainOptions()
+# On --resume these may differ from the checkpoint's options (where and how long, not what).
+RESUME_MAY_CHANGE = ("epochs", "device", "workers", "data_dir", "precision")
+
+
+def resolve_options(spec: Spec, flags: dict[str, Any]) -> TrainOptions:
+    """Each option from ``flags`` when given (not None), else the spec's ``train:`` section (its
+    ``data_dir`` relative to the spec file), else ``DEFAULTS``; no dataset anywhere is an error."""
+    from_spec = spec.train.model_dump(exclude_none=True) if spec.train is not None else {}
+    if "data_dir" in from_spec:  # a path written in a spec file is relative to that file
+        from_spec["data_dir"] = str(Path(spec.file).parent / Path(from_spec["data_dir"]).expanduser())
+    values = {}
+    for option in fields(TrainOptions):
+        flag = flags.get(option.name)
+        values[option.name] = flag if flag is not None else from_spec.get(option.name, getattr(DEFAULTS, option.name))
+    options = TrainOptions(**values)
+    if options.dataset is None:
+        raise UsageError("no dataset to train on", [
+            f"pass --dataset NAME or set train: {{dataset: NAME}} in {spec.file}; NAME is one of {', '.join(DATASETS)}",
+        ])
+    return options
+
+
+def options_for_resume(saved: dict[str, Any], flags: dict[str, Any]) -> TrainOptions:
+    """The checkpoint's options, with the flags that may change on resume applied; any other flag
+    that disagrees with the checkpoint is an error (it would silently train another recipe)."""
+    options = TrainOptions(**{f.name: saved[f.name] for f in fields(TrainOptions) if f.name in saved})
+    changes = {}
+    for name, value in flags.items():
+        if value is None or value == getattr(options, name):
+            continue
+        if name not in RESUME_MAY_CHANGE:
+            raise UsageError(f"--{name.replace('_', '-')} {value} differs from the run being resumed "
+                             f"({name}={getattr(options, name)})",
+                             ["drop the flag to continue the run as it was started, or start a new run with --out"])
+        changes[name] = value
+    options = replace(options, **changes)
+    if options.epochs != saved.get("epochs") and options.scheduler != "none":
+        raise UsageError(f"--epochs cannot change on resume with scheduler '{options.scheduler}' "
+                         f"(its schedule spans the original {saved.get('epochs')} epochs)",
+                         ["resume with the original --epochs, or train with --scheduler none"])
+    return options
+
