@@ -1,0 +1,226 @@
+"""Measuring a compiled module against its static analysis, shared by test_compile.py (spec files,
+random specs) and test_layers.py (every registered layer type).
+
+``assert_fidelity``: a real forward pass with forward hooks gives every layer's output shape,
+FlopCounterMode gives every layer's MACs (it counts 2 FLOPs per multiply-accumulate of conv and
+linear), and the submodules' tensors give the parameter, trainable and buffer counts; all must
+equal the analysis. ``field_measurement``: the receptive field is measured by back-propagating one
+output unit through the network with positive weights and max-pooling replaced by average pooling:
+the non-zero extent of the input gradient is the field.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from cnnspec.analysis import Analysis
+from cnnspec.compile import CompiledModel, build_model
+from cnnspec.spec.graph import MODEL_INPUT
+
+# --- observing the module --------------------------------------------------------------------
+
+def observe(model: CompiledModel, batch_size: int) -> tuple[dict[str, tuple[int, ...]], dict[str, int], int]:
+    """One forward (eval, no grad) on a random batch: each layer's output shape (with the batch), its
+    FLOPs, and the total FLOPs. On the way, check with weak references that every tensor the plan
+    has released is gone, unless it shares memory with a tensor still needed (a flatten is a view
+    of its input, dropout in eval returns its input): without autograd nothing else holds it."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    alive: dict[str, weakref.ref] = {}
+    released: set[str] = {MODEL_INPUT}
+    leaks: list[str] = []
+    x = torch.rand(batch_size, *model.input_shape)  # held here, so whatever shares it stays alive
+
+    def storage(name: str) -> int | None:
+        tensor = alive[name]()
+        return None if tensor is None else tensor.untyped_storage().data_ptr()
+
+    def hook_for(index: int, name: str):
+        def hook(module: nn.Module, inputs, output: torch.Tensor) -> None:
+            shapes[name] = tuple(output.shape)
+            alive[name] = weakref.ref(output)
+            if index:
+                released.update(model.plan[index - 1].release)
+            needed = {storage(other) for other in alive if other not in released} | {x.untyped_storage().data_ptr()}
+            leaks.extend(f"{gone} alive at {name}" for gone in released - {MODEL_INPUT}
+                         if storage(gone) is not None and storage(gone) not in needed)
+
+        return hook
+
+    handles = [model.get_submodule(step.name).register_forward_hook(hook_for(index, step.name))
+               for index, step in enumerate(model.plan)]
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert not leaks
+    counts = counter.get_flop_counts()
+    flops = {step.name: sum(counts.get(f"CompiledModel.{step.name}", {}).values()) for step in model.plan}
+    return shapes, flops, counter.get_total_flops()
+
+
+def assert_fidelity(analysis: Analysis, batch_size: int) -> None:
+    """Per layer: output shape, params, trainable params, buffers and MACs of the module == analysis."""
+    model = build_model(analysis).eval()
+    shapes, flops, total_flops = observe(model, batch_size)
+    for report in analysis.layers:
+        module = model.get_submodule(report.name)
+        parameters = list(module.parameters())
+        assert shapes[report.name] == (batch_size, *report.output_shape), report.name
+        assert sum(p.numel() for p in parameters) == report.params, report.name
+        assert sum(p.numel() for p in parameters if p.requires_grad) == report.trainable_params, report.name
+        assert sum(b.numel() for b in module.buffers()) == report.buffers, report.name
+        assert flops[report.name] == 2 * batch_size * report.macs, report.name
+    totals = analysis.totals()
+    assert total_flops == 2 * batch_size * totals["macs"]
+    assert sum(p.numel() for p in model.parameters()) == totals["params"]
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == totals["trainable_params"]
+    assert sum(b.numel() for b in model.buffers()) == totals["buffers"]
+    names = {report.name for report in analysis.layers}
+    assert {key.split(".")[0] for key in model.state_dict()} <= names  # keys read like the spec
+
+
+class WindowSum(nn.Module):
+    """Stands in for a max-pool when measuring fields: the sum of every tap of each window (same
+    kernel, stride, padding, dilation and ceil_mode output size), so every tap gets gradient."""
+
+    def __init__(self, pool: nn.MaxPool2d, out_size: tuple[int, int]):
+        super().__init__()
+        self.kernel = nn.modules.utils._pair(pool.kernel_size)
+        self.stride = nn.modules.utils._pair(pool.stride)
+        self.padding = nn.modules.utils._pair(pool.padding)
+        self.dilation = nn.modules.utils._pair(pool.dilation)
+        self.out_size = out_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        reach = [(o - 1) * s + d * (k - 1) + 1 for o, s, d, k in zip(self.out_size, self.stride, self.dilation, self.kernel)]
+        extra = [max(0, r - size - p) for r, size, p in zip(reach, x.shape[2:], self.padding)]
+        x = F.pad(x, (self.padding[1], extra[1], self.padding[0], extra[0]))
+        total = 0
+        for i in range(self.kernel[0]):
+            for j in range(self.kernel[1]):
+                rows = slice(i * self.dilation[0], i * self.dilation[0] + (self.out_size[0] - 1) * self.stride[0] + 1, self.stride[0])
+                cols = slice(j * self.dilation[1], j * self.dilation[1] + (self.out_size[1] - 1) * self.stride[1] + 1, self.stride[1])
+                total = total + x[:, :, rows, cols]
+        return total / (self.kernel[0] * self.kernel[1])
+
+
+def measurable_layer(analysis: Analysis) -> int | None:
+    """Index of the last layer with a receptive field whose field does not depend on the input size,
+    i.e. that is not an adaptive pooling and has none upstream (its windows change with the size)."""
+    adaptive: set[str] = set()
+    chosen = None
+    for index, report in enumerate(analysis.layers):
+        if report.type == "adaptive_avgpool2d" or any(name in adaptive for name in report.inputs):
+            adaptive.add(report.name)
+        elif report.receptive_field is not None:
+            chosen = index
+    return chosen
+
+
+def positive_weights(model: CompiledModel) -> None:
+    """Weights uniform in [0.5, 1.5] / fan_in (activations stay near 1, nothing saturates or
+    underflows), biases 0.1, BatchNorm in eval with running variance set on the fly to the mean
+    square of its input (so residual sums do not grow past ReLU6's cap), dropout off."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d):
+                fan_in = module.weight[0].numel()
+                module.weight.copy_((torch.rand(module.weight.shape, generator=generator) + 0.5) / fan_in)
+            if isinstance(module, nn.BatchNorm2d):
+                module.register_forward_pre_hook(calibrate_batchnorm)
+                if module.affine:
+                    module.weight.fill_(1.0)
+            if getattr(module, "bias", None) is not None and isinstance(module.bias, torch.Tensor):
+                module.bias.fill_(0.1)
+    model.eval().requires_grad_(False)
+
+
+def calibrate_batchnorm(module: nn.BatchNorm2d, inputs: tuple[torch.Tensor]) -> None:
+    square = inputs[0].detach().pow(2).mean((0, 2, 3))
+    module.running_mean.zero_()
+    module.running_var.copy_(square.clamp_min(1e-6))
+
+
+def replace_max_pools(model: CompiledModel, analysis: Analysis, growth: tuple[int, int]) -> None:
+    """Swap each max-pool for average pooling over the same windows (nn.AvgPool2d when it has no
+    dilation, else WindowSum). ``growth`` is how many pixels larger the measured image is; each pool's
+    output grows by that over the pool's jump (a whole number: growth is a multiple of every jump)."""
+    for report in analysis.layers:
+        if report.type != "maxpool2d":
+            continue
+        pool = model.get_submodule(report.name)
+        if pool.dilation in (1, (1, 1)):
+            replacement = nn.AvgPool2d(pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode)
+        else:
+            field = report.receptive_field
+            out = (report.output_shape[1] + int(growth[0] // field.height.jump),
+                   report.output_shape[2] + int(growth[1] // field.width.jump))
+            replacement = WindowSum(pool, out)
+        setattr(model, report.name, replacement)
+
+
+def fitting_unit(size: float, jump: float, start: float, length: int, extra_units: int) -> tuple[int, int]:
+    """The first unit i whose field [start + i*jump -/+ (size-1)/2] lies inside the image, plus
+    ``extra_units`` (to tell start from jump), and the image length needed: the native one or
+    native + m*jump (m integer, so every branch's size grows by whole units)."""
+    half = (size - 1) / 2
+    unit = max(0, math.ceil((half - start) / jump)) + extra_units
+    needed = start + unit * jump + half + 1
+    grow = max(0, math.ceil((needed - length) / jump))
+    return unit, length + int(grow * jump)
+
+
+def measured_extent(gradient: torch.Tensor) -> tuple[tuple[int, int], tuple[int, int]]:
+    mass = gradient.abs().sum(dim=(0, 1))
+    rows = torch.nonzero(mass.sum(dim=1)).flatten()
+    cols = torch.nonzero(mass.sum(dim=0)).flatten()
+    return (int(rows.min()), int(rows.max())), (int(cols.min()), int(cols.max()))
+
+
+def field_measurement(analysis: Analysis, max_pixels: int | None = None):
+    """Back-propagate one unit of the last measurable layer; return (expected, measured), each as
+    ((size_h, size_w), (centre_h, centre_w)), or None when no layer has a measurable field (or the
+    image it needs is larger than ``max_pixels`` per side).
+
+    Only the layers up to the measured one are built (no classifier whose size depends on the input),
+    and the image is enlarged by whole jumps until the unit's field fits inside it unclipped (the
+    field itself does not depend on the input size)."""
+    target = measurable_layer(analysis)
+    if target is None:
+        return None
+    field = analysis.layers[target].receptive_field
+    _, height, width = analysis.input_shape
+    unit_h, height_needed = fitting_unit(field.height.size, field.height.jump, field.height.start, height, 0)
+    unit_w, width_needed = fitting_unit(field.width.size, field.width.jump, field.width.start, width, 1)
+    if max_pixels is not None and max(height_needed, width_needed) > max_pixels:
+        return None
+    prefix = Analysis(analysis.spec, analysis.layers[: target + 1])
+    model = CompiledModel(analysis.spec, prefix)
+    replace_max_pools(model, prefix, (height_needed - height, width_needed - width))
+    for report in prefix.layers:  # a softmax over one channel is the constant 1: no gradient
+        if report.type == "softmax" and report.input_shapes[0][0] == 1:
+            setattr(model, report.name, nn.Identity())
+    positive_weights(model)
+    generator = torch.Generator().manual_seed(1)
+    x = (torch.rand(1, analysis.input_shape[0], height_needed, width_needed, generator=generator) + 0.5)
+    x.requires_grad_(True)
+    output = model(x)
+    assert output.shape[2] > unit_h and output.shape[3] > unit_w
+    # every channel of the unit (a concat's channel sees one branch only), weighted at random so
+    # that a softmax over channels does not sum to a constant
+    channel_weights = torch.rand(output.shape[1], generator=generator) + 0.5
+    (output[0, :, unit_h, unit_w] * channel_weights).sum().backward()
+    (low_h, high_h), (low_w, high_w) = measured_extent(x.grad)
+    expected = ((field.height.size, field.width.size),
+                (field.height.start + unit_h * field.height.jump, field.width.start + unit_w * field.width.jump))
+    measured = ((high_h - low_h + 1, high_w - low_w + 1), ((low_h + high_h) / 2, (low_w + high_w) / 2))
+    return expected, measured
