@@ -118,7 +118,7 @@ def measurable_layer(analysis: Analysis) -> int | None:
     adaptive: set[str] = set()
     chosen = None
     for index, report in enumerate(analysis.layers):
-        if report.type == "adaptive_avgpool2d" or any(name in adaptive for name in report.inputs):
+        if report.node.layer.field_depends_on_input_size or any(name in adaptive for name in report.inputs):
             adaptive.add(report.name)
         elif report.receptive_field is not None:
             chosen = index
@@ -155,9 +155,9 @@ def replace_max_pools(model: CompiledModel, analysis: Analysis, growth: tuple[in
     dilation, else WindowSum). ``growth`` is how many pixels larger the measured image is; each pool's
     output grows by that over the pool's jump (a whole number: growth is a multiple of every jump)."""
     for report in analysis.layers:
-        if report.type != "maxpool2d":
-            continue
         pool = model.get_submodule(report.name)
+        if not isinstance(pool, nn.MaxPool2d):
+            continue
         if pool.dilation in (1, (1, 1)):
             replacement = nn.AvgPool2d(pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode)
         else:
@@ -207,7 +207,7 @@ def field_measurement(analysis: Analysis, max_pixels: int | None = None):
     model = CompiledModel(analysis.spec, prefix)
     replace_max_pools(model, prefix, (height_needed - height, width_needed - width))
     for report in prefix.layers:  # a softmax over one channel is the constant 1: no gradient
-        if report.type == "softmax" and report.input_shapes[0][0] == 1:
+        if report.node.layer.produces_probabilities and report.input_shapes[0][0] == 1:
             setattr(model, report.name, nn.Identity())
     positive_weights(model)
     generator = torch.Generator().manual_seed(1)

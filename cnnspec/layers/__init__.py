@@ -2,7 +2,7 @@
 
 
 from .activation import GELU, LeakyReLU, ReLU, ReLU6, SiLU, Sigmoid, Softmax, Tanh
-from .base import Layer, Shape
+from .base import Example, Layer, Shape
 from .conv import Conv2d
 from .linear import Linear
 from .merge import Add, Concat
@@ -30,4 +30,4 @@ for _cls in (
 ):
     register(_cls)
 
-__all__ = ["LAYER_TYPES", "Layer", "ReceptiveField", "Shape", "register"]
+__all__ = ["Example", "LAYER_TYPES", "Layer", "ReceptiveField", "Shape", "register"]

@@ -5,13 +5,15 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from .base import Layer, Shape
+from .base import Example, Layer, Shape
 
 
 class ReLU(Layer):
     """max(0, x)."""
 
     type: Literal["relu"] = "relu"
+
+    examples = (Example((4, 8, 8)), Example((5,)))
 
     def to_torch(self, shapes: list[Shape]) -> Any:
         import torch.nn as nn
@@ -23,6 +25,8 @@ class ReLU6(Layer):
     """min(max(0, x), 6), as in MobileNet."""
 
     type: Literal["relu6"] = "relu6"
+
+    examples = (Example((4, 8, 8)), Example((5,)))
 
     def to_torch(self, shapes: list[Shape]) -> Any:
         import torch.nn as nn
@@ -36,6 +40,8 @@ class LeakyReLU(Layer):
     type: Literal["leaky_relu"] = "leaky_relu"
     negative_slope: float = Field(0.01, strict=True, description="Slope for negative inputs.")
 
+    examples = (Example((4, 8, 8), negative_slope=0.2), Example((5,)))
+
     def to_torch(self, shapes: list[Shape]) -> Any:
         import torch.nn as nn
 
@@ -47,6 +53,8 @@ class Sigmoid(Layer):
 
     type: Literal["sigmoid"] = "sigmoid"
 
+    examples = (Example((4, 8, 8)), Example((5,)))
+
     def to_torch(self, shapes: list[Shape]) -> Any:
         import torch.nn as nn
 
@@ -57,6 +65,8 @@ class Tanh(Layer):
     """Hyperbolic tangent."""
 
     type: Literal["tanh"] = "tanh"
+
+    examples = (Example((4, 8, 8)), Example((5,)))
 
     def to_torch(self, shapes: list[Shape]) -> Any:
         import torch.nn as nn
@@ -70,6 +80,8 @@ class GELU(Layer):
     type: Literal["gelu"] = "gelu"
     approximate: Literal["none", "tanh"] = Field("none", description="'tanh' uses the tanh approximation.")
 
+    examples = (Example((4, 8, 8)), Example((5,), approximate="tanh"))
+
     def to_torch(self, shapes: list[Shape]) -> Any:
         import torch.nn as nn
 
@@ -80,6 +92,8 @@ class SiLU(Layer):
     """x * sigmoid(x) (swish)."""
 
     type: Literal["silu"] = "silu"
+
+    examples = (Example((4, 8, 8)), Example((5,)))
 
     def to_torch(self, shapes: list[Shape]) -> Any:
         import torch.nn as nn
@@ -92,6 +106,7 @@ class Softmax(Layer):
 
     type: Literal["softmax"] = "softmax"
 
+    examples = (Example((4, 8, 8)), Example((5,)))
     produces_probabilities = True
 
     def to_torch(self, shapes: list[Shape]) -> Any:

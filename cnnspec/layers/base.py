@@ -91,6 +91,8 @@ class Layer(BaseModel):
     is_convolution: ClassVar[bool] = False
     #: ``explain`` already states the buffers (the report then does not add a buffers line)
     explains_buffers: ClassVar[bool] = False
+    #: the receptive field changes with the input size (adaptive pooling: the windows follow it)
+    field_depends_on_input_size: ClassVar[bool] = False
 
     # -- rules every layer type may override -------------------------------------------------
     def output_shape(self, shapes: list[Shape]) -> Shape:

@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from .base import Layer, PositiveInt, Shape, fmt
+from .base import Example, Layer, PositiveInt, Shape, fmt
 
 
 class Linear(Layer):
@@ -17,6 +17,7 @@ class Linear(Layer):
     bias: bool = Field(True, description="Add a learnable bias per output.")
 
     needs = "vector"
+    examples = (Example((4,), out_features=3), Example((12,), in_features=12, out_features=5, bias=False))
 
     def output_shape(self, shapes: list[Shape]) -> Shape:
         self.check_declared("in_features", self.in_features, shapes[0][0])

@@ -4,7 +4,7 @@
 from typing import Any, ClassVar, Literal
 
 from ..errors import LayerError
-from .base import Layer, Shape, fmt, show
+from .base import Example, Layer, Shape, fmt, show
 from .receptive_field import ReceptiveField
 
 
@@ -40,6 +40,8 @@ class Add(_Merge):
 
     type: Literal["add"] = "add"
 
+    examples = (Example((4, 8, 8), (4, 8, 8)), Example((3, 5, 6), (3, 5, 6), (3, 5, 6)), Example((6,), (6,)))
+
     def check_inputs(self, shapes: list[Shape], sources: list[str]) -> None:
         if any(shape != shapes[0] for shape in shapes):
             hint = None
@@ -62,6 +64,8 @@ class Concat(_Merge):
     """Concatenation along channels (feature maps of equal H, W) or features (vectors)."""
 
     type: Literal["concat"] = "concat"
+
+    examples = (Example((4, 8, 8), (4, 8, 8)), Example((2, 5, 6), (3, 5, 6), (1, 5, 6)), Example((3,), (5,)))
 
     def check_inputs(self, shapes: list[Shape], sources: list[str]) -> None:
         ranks = {len(s) for s in shapes}

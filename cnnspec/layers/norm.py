@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from .base import Layer, PositiveInt, Shape, fmt
+from .base import Example, Layer, PositiveInt, Shape, fmt
 
 
 class BatchNorm2d(Layer):
@@ -19,6 +19,7 @@ class BatchNorm2d(Layer):
 
     needs = "feature_map"
     explains_buffers = True
+    examples = (Example((4, 8, 8)), Example((3, 5, 6), num_features=3, eps=1e-3, momentum=None, affine=False))
 
     def output_shape(self, shapes: list[Shape]) -> Shape:
         self.check_declared("num_features", self.num_features, shapes[0][0])

@@ -6,7 +6,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..errors import LayerError
-from .base import Layer, NonNegativePair, Pair, Shape, pair, show
+from .base import Example, Layer, NonNegativePair, Pair, Shape, pair, show
 from .receptive_field import Axis, ReceptiveField
 from .window import Window, Windowed
 
@@ -51,6 +51,12 @@ class MaxPool2d(_Pool):
     type: Literal["maxpool2d"] = "maxpool2d"
     dilation: Pair = Field(1, description="Spacing between window taps.")
 
+    examples = (
+        Example((4, 8, 8), kernel_size=2),
+        Example((3, 9, 10), kernel_size=3, stride=2, padding=1, dilation=2, ceil_mode=True),
+        Example((2, 7, 8), kernel_size=[3, 2], stride=[1, 2], padding=[1, 0]),
+    )
+
     def _dilation(self) -> tuple[int, int]:
         return pair(self.dilation)
 
@@ -68,6 +74,11 @@ class AvgPool2d(_Pool):
 
     type: Literal["avgpool2d"] = "avgpool2d"
     count_include_pad: bool = Field(True, description="Count padded zeros in the average's divisor.")
+
+    examples = (
+        Example((4, 8, 8), kernel_size=3, stride=2, padding=1),
+        Example((2, 7, 9), kernel_size=[3, 2], stride=[2, 1], padding=1, ceil_mode=True, count_include_pad=False),
+    )
 
     def to_torch(self, shapes: list[Shape]) -> Any:
         import torch.nn as nn
@@ -90,6 +101,8 @@ class AdaptiveAvgPool2d(Layer):
     output_size: Pair = Field(description="Output size m or [m_h, m_w].")
 
     needs = "feature_map"
+    field_depends_on_input_size = True
+    examples = (Example((4, 8, 8), output_size=3), Example((2, 12, 10), output_size=[3, 5]), Example((1, 5, 5), output_size=7))
 
     def output_shape(self, shapes: list[Shape]) -> Shape:
         return (shapes[0][0], *pair(self.output_size))
@@ -141,6 +154,7 @@ class GlobalAvgPool(Layer):
     type: Literal["global_avgpool"] = "global_avgpool"
 
     needs = "feature_map"
+    examples = (Example((4, 8, 8)), Example((3, 5, 7)))
 
     def output_shape(self, shapes: list[Shape]) -> Shape:
         return (shapes[0][0],)

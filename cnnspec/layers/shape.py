@@ -5,13 +5,15 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from .base import Layer, Probability, Shape, prod, show
+from .base import Example, Layer, Probability, Shape, prod, show
 
 
 class Flatten(Layer):
     """[C, H, W] -> the vector [C*H*W] (a vector passes unchanged)."""
 
     type: Literal["flatten"] = "flatten"
+
+    examples = (Example((4, 8, 8)), Example((7,)))
 
     def output_shape(self, shapes: list[Shape]) -> Shape:
         return (prod(shapes[0]),)
@@ -30,6 +32,8 @@ class Identity(Layer):
 
     type: Literal["identity"] = "identity"
 
+    examples = (Example((4, 8, 8)), Example((7,)))
+
     def to_torch(self, shapes: list[Shape]) -> Any:
         import torch.nn as nn
 
@@ -41,6 +45,8 @@ class Dropout(Layer):
 
     type: Literal["dropout"] = "dropout"
     p: Probability = Field(0.5, description="Probability of zeroing an element.")
+
+    examples = (Example((4, 8, 8), p=0.2), Example((10,)))
 
     def to_torch(self, shapes: list[Shape]) -> Any:
         import torch.nn as nn
@@ -55,6 +61,7 @@ class Dropout2d(Layer):
     p: Probability = Field(0.5, description="Probability of zeroing a channel.")
 
     needs = "feature_map"
+    examples = (Example((4, 8, 8)), Example((3, 5, 6), p=0.1))
 
     def to_torch(self, shapes: list[Shape]) -> Any:
         import torch.nn as nn
