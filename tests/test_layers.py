@@ -224,7 +224,9 @@ def fast_onnx_registry():
 
 @pytest.mark.parametrize("kind,index,example", CASES, ids=CASE_IDS)
 def test_onnx_export_runs_in_onnxruntime_like_torch(kind: str, index: int, example: Example, fast_onnx_registry):
-    from cnnspec.export.pipeline import finish_graph, new_session, to_onnx, verify
+    from cnnspec.deploy.sessions import new_session
+    from cnnspec.export.convert import finish_graph, to_onnx
+    from cnnspec.export.verify import verify
 
     analysis = example_analysis(kind, index)
     torch.manual_seed(0)
