@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from time import perf_counter
+from time import perf_counter, perf_counter_ns
 from typing import Any
 
 import orjson
@@ -145,7 +145,7 @@ class ServingApp:
         version = parse_version(version_text)
         metrics = self.metrics.for_model(name)
         metrics.inflight.inc()
-        status, loaded = 200, None
+        status, loaded, outputs, serialize_ns = 200, None, None, 0
         try:
             if self.stopping:
                 raise Unavailable("the server is shutting down")
@@ -158,7 +158,9 @@ class ServingApp:
             loaded = entry.resolve(version)  # after the last await: a reload cannot slip in before submit
             request = parse_infer_request(body, headers.header_length, loaded.model, self.settings.allow_non_finite)
             outputs = await loaded.batcher.submit(request.feeds, request.rows)
+            serialize_started = perf_counter_ns()
             body, header_length = build_infer_response(loaded.model, request, outputs)
+            serialize_ns = perf_counter_ns() - serialize_started
             extra = []
             if header_length is not None:
                 extra.append((b"inference-header-content-length", str(header_length).encode()))
@@ -181,7 +183,10 @@ class ServingApp:
             metrics.outcome(status).inc()
             metrics.latency.observe(elapsed)
             if loaded is not None:
-                (loaded.stats.success if status < 400 else loaded.stats.fail).add(int(elapsed * 1e9))
+                if status < 400:
+                    loaded.stats.record_success(int(elapsed * 1e9), outputs.timing, serialize_ns)
+                else:
+                    loaded.stats.record_failure(int(elapsed * 1e9))
 
     # --- everything else: Starlette routes ----------------------------------------------------------
 

@@ -26,8 +26,9 @@ from time import perf_counter_ns
 import numpy as np
 
 from .errors import ServingError, Unavailable
-from .metrics import ModelMetrics, VersionStats
+from .metrics import ModelMetrics
 from .model import ModelVersion
+from .statistics import Outputs, Timing, VersionStats
 
 log = logging.getLogger("serving")
 
@@ -62,13 +63,14 @@ class Arrivals:
 class _Pending:
     """A queued request: its input arrays, its row count and the future its handler awaits."""
 
-    __slots__ = ("feeds", "rows", "future", "enqueued_ns")
+    __slots__ = ("feeds", "rows", "future", "enqueued_ns", "queue_ns")
 
     def __init__(self, feeds: dict[str, np.ndarray], rows: int, future: asyncio.Future, enqueued_ns: int):
         self.feeds = feeds
         self.rows = rows
         self.future = future
         self.enqueued_ns = enqueued_ns
+        self.queue_ns = 0
 
 
 class Batcher:
@@ -98,7 +100,8 @@ class Batcher:
         return bool(self._queue) or self._free < self.instances
 
     def submit(self, feeds: dict[str, np.ndarray], rows: int) -> asyncio.Future:
-        """Queue a request; the returned future resolves to its output arrays (``rows`` rows each)."""
+        """Queue a request; the returned future resolves to its output arrays (``rows`` rows each), an
+        ``Outputs`` list whose ``timing`` says how long the request queued and its batch computed."""
         if self._closed:
             raise Unavailable(f"model '{self.version.name}' version {self.version.version} was unloaded; retry")
         loop = self._loop
@@ -141,10 +144,9 @@ class Batcher:
     def _launch(self, batch: list[_Pending]) -> None:
         self._free -= 1
         started = perf_counter_ns()
-        queue_metric, queue_stats = self.metrics.queue, self.stats.queue
+        queue_metric = self.metrics.queue
         for pending in batch:
-            waited = started - pending.enqueued_ns
-            queue_stats.add(waited)
+            pending.queue_ns = waited = started - pending.enqueued_ns
             queue_metric.observe(waited / 1e9)
         try:
             self._executor.submit(self._execute, batch)
@@ -186,21 +188,24 @@ class Batcher:
             self._idle_waiters.clear()
 
     def _deliver(self, batch: list[_Pending], outputs: list[np.ndarray], input_ns: int, infer_ns: int) -> None:
+        started = perf_counter_ns()
         rows = sum(p.rows for p in batch)
-        self.stats.record_batch(rows, infer_ns, input_ns)
+        if len(batch) == 1:
+            results = [outputs]
+        else:
+            results, start = [], 0
+            for pending in batch:
+                end = start + pending.rows
+                results.append([output[start:end] for output in outputs])
+                start = end
+        output_ns = perf_counter_ns() - started
+        self.stats.record_execution(rows, input_ns, infer_ns, output_ns)
         self.metrics.batch_size.observe(rows)
         self.metrics.compute.observe(infer_ns / 1e9)
         self.metrics.rows.inc(rows)
-        if len(batch) == 1:
-            if not batch[0].future.done():
-                batch[0].future.set_result(outputs)
-            return
-        start = 0
-        for pending in batch:
-            end = start + pending.rows
+        for pending, arrays in zip(batch, results):
             if not pending.future.done():
-                pending.future.set_result([output[start:end] for output in outputs])
-            start = end
+                pending.future.set_result(Outputs(arrays, Timing(pending.queue_ns, input_ns, infer_ns, output_ns)))
 
     async def drain(self) -> None:
         """Wait until the queue is empty and no batch runs, then release the worker threads."""

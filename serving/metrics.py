@@ -1,4 +1,4 @@
-"""Prometheus metrics (``/metrics``) and Triton-style per-version statistics (``/v2/models/{m}/stats``).
+"""Prometheus metrics (``/metrics``); the Triton statistics of ``/v2/models/{m}/stats`` are in statistics.py.
 
 Prometheus names (all prefixed ``cnnspec_``):
 
@@ -16,8 +16,7 @@ Each app owns its registry (tests start several apps in one process).
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -83,56 +82,3 @@ class ModelMetrics:
 
     def outcome(self, status: int) -> Any:
         return self.success if status < 400 else self.client_error if status < 500 else self.server_error
-
-
-@dataclass
-class Duration:
-    """Triton's ``StatisticDuration``: a count and the total nanoseconds."""
-
-    count: int = 0
-    ns: int = 0
-
-    def add(self, ns: int, count: int = 1) -> None:
-        self.count += count
-        self.ns += ns
-
-    def json(self) -> dict[str, int]:
-        return {"count": self.count, "ns": self.ns}
-
-
-@dataclass
-class VersionStats:
-    """Triton's ``ModelStatistics`` for one version (what ``get_inference_statistics`` returns)."""
-
-    name: str
-    version: int
-    last_inference_ms: int = 0
-    inference_count: int = 0
-    execution_count: int = 0
-    success: Duration = field(default_factory=Duration)
-    fail: Duration = field(default_factory=Duration)
-    queue: Duration = field(default_factory=Duration)
-    compute_input: Duration = field(default_factory=Duration)
-    compute_infer: Duration = field(default_factory=Duration)
-    compute_output: Duration = field(default_factory=Duration)
-    batches: dict[int, Duration] = field(default_factory=dict)
-
-    def record_batch(self, rows: int, infer_ns: int, input_ns: int) -> None:
-        """One onnxruntime run of ``rows`` rows."""
-        self.last_inference_ms = int(time.time() * 1000)
-        self.inference_count += rows
-        self.execution_count += 1
-        self.compute_infer.add(infer_ns)
-        self.compute_input.add(input_ns)
-        self.batches.setdefault(rows, Duration()).add(infer_ns)
-
-    def json(self) -> dict[str, Any]:
-        return {
-            "name": self.name, "version": str(self.version), "last_inference": self.last_inference_ms,
-            "inference_count": self.inference_count, "execution_count": self.execution_count,
-            "inference_stats": {key: getattr(self, key).json() for key in
-                                ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")},
-            "batch_stats": [{"batch_size": size, "compute_input": Duration(d.count, 0).json(),
-                             "compute_infer": d.json(), "compute_output": Duration(d.count, 0).json()}
-                            for size, d in sorted(self.batches.items())],
-        }

@@ -25,9 +25,10 @@ from cnnspec.errors import did_you_mean
 from .batching import Arrivals, Batcher
 from .config import ModelConfig, parse_model_config
 from .errors import BadRequest, ConfigError, ModelLoadError, NotFound, ServingError
-from .metrics import Metrics, VersionStats
+from .metrics import Metrics
 from .model import ModelVersion, load_version
 from .settings import ServeSettings
+from .statistics import VersionStats
 
 log = logging.getLogger("serving")
 

@@ -31,6 +31,7 @@ from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
 from conftest import REPO_ROOT, SHARED_DATA
+from server_helpers import assert_statistics_invariants
 
 MODEL = "simple_cnn"
 BODY_LIMIT = 1024 * 1024  # the test server's max_body_bytes (set through the environment)
@@ -404,6 +405,31 @@ def test_metrics_and_statistics_count_requests(server: Server, client: triton.In
     assert stats["inference_stats"]["success"]["count"] - stats_before["inference_stats"]["success"]["count"] == 1
     assert stats["inference_stats"]["fail"]["count"] - stats_before["inference_stats"]["fail"]["count"] == 1
     assert any(b["batch_size"] == 4 for b in stats["batch_stats"])
+
+
+def test_statistics_hold_the_invariants_perf_analyzer_relies_on(server: Server, client) -> None:
+    """A mixed load (JSON and binary, batch 1 to 8, concurrent so the batcher coalesces, plus requests
+    that fail), then Triton's statistics must add up as Triton defines them."""
+    since_ms = int(time.time() * 1000)
+    before = client.get_inference_statistics(MODEL)["model_stats"][0]
+    sizes = [1 + i % 8 for i in range(48)]
+
+    async def run() -> None:
+        async with triton_aio.InferenceServerClient(server.url, conn_limit=16) as aio:
+            async def one(index: int, rows: int) -> None:
+                tensor = triton_aio.InferInput("input", [rows, 1, 28, 28], "FP32")
+                tensor.set_data_from_numpy(digits(rows, seed=index), binary_data=index % 2 == 0)
+                await aio.infer(MODEL, [tensor])
+            await asyncio.gather(*(one(i, rows) for i, rows in enumerate(sizes)))
+
+    asyncio.run(run())
+    bad = [b'{"inputs": [{"name": "input", "shape": [1, 1, 28, 27], "datatype": "FP32", "data": []}]}', b"{", b"[]"]
+    for body in bad:
+        assert httpx.post(f"{server.base}/v2/models/{MODEL}/infer", content=body).status_code == 400
+    after = client.get_inference_statistics(MODEL)["model_stats"][0]
+    assert after["inference_stats"]["cache_hit"] == {"count": 0, "ns": 0}
+    assert_statistics_invariants(before, after, successes=len(sizes), rows=sum(sizes), failures=len(bad),
+                                 max_batch_size=64, since_ms=since_ms)
 
 
 def test_sigterm_finishes_an_open_request_then_exits_cleanly(exported_repository: Path) -> None:

@@ -26,7 +26,8 @@ from serving.app import ServingApp
 from serving.batching import Arrivals, Batcher
 from serving.config import parse_model_config
 from serving.errors import ConfigError, ModelLoadError, ServingError
-from serving.metrics import Metrics, VersionStats
+from serving.metrics import Metrics
+from serving.statistics import VersionStats
 from serving.repository import ModelTable
 from serving.server import build_app
 from serving.settings import ServeSettings
@@ -195,7 +196,7 @@ def test_batcher_coalesces_requests_and_splits_results_back(exported_repository:
     results = asyncio.run(run())
     for request, outputs in zip(requests, results):
         assert np.array_equal(outputs[0], reference.run(None, {"input": request})[0])
-    sizes = sorted(size for size, d in batcher.stats.batches.items() for _ in range(d.count))
+    sizes = sorted(size for size, d in batcher.stats.batches.items() for _ in range(d.compute_infer.count))
     assert sum(sizes) == 100 and max(sizes) <= 64 and len(sizes) == 2  # submitted in one turn: two full runs
 
 
