@@ -1,0 +1,88 @@
+"""The torchvision zoo: every spec in specs/torchvision/ is its torchvision model, exactly.
+
+For each family: parameters, MACs and output shape equal torchvision's, measured on torchvision's
+own module (MACs = FlopCounterMode's FLOPs / 2, the convention the analysis uses); with
+torchvision's weights loaded by cnnspec.weights (and non-trivial BatchNorm statistics), the compiled
+spec computes torchvision's output. Each model is built once (module-scoped fixture).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from cnnspec.analysis import analyze
+from cnnspec.compile import build_model
+from cnnspec.spec.model import load_spec
+from cnnspec.weights import WeightMappingError, load_state_dict, map_state_dict
+from cnnspec.zoo import ZOO, build_torchvision
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = {"vgg_bn", "densenet", "inception_v3", "regnet_y", "convnext", "efficientnet_v2", "wide_resnet"}
+
+
+def _randomize(model: torch.nn.Module, seed: int) -> None:
+    """Non-trivial normalisation: random running statistics, scales and shifts (torchvision starts
+    them at 0, 1, 1, 0, which would hide a swapped mean and variance)."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            channels = module.num_features
+            module.running_mean.copy_(torch.randn(channels, generator=generator) * 0.1)
+            module.running_var.copy_(torch.rand(channels, generator=generator) * 0.5 + 0.75)
+        if isinstance(module, (torch.nn.modules.batchnorm._BatchNorm, torch.nn.LayerNorm)) and module.weight is not None:
+            module.weight.data.copy_(torch.rand(module.weight.shape, generator=generator) * 0.5 + 0.75)
+        if isinstance(getattr(module, "bias", None), torch.nn.Parameter):  # torchvision zeroes most biases
+            module.bias.data.copy_(torch.randn(module.bias.shape, generator=generator) * 0.1)
+
+
+class Pair:
+    def __init__(self, entry):
+        torch.manual_seed(0)
+        self.entry = entry
+        self.analysis = analyze(load_spec(ROOT / entry.spec))
+        with torch.no_grad():
+            self.reference = build_torchvision(entry)
+            _randomize(self.reference, 1)
+        self.size = self.analysis.input_shape[1]
+
+
+@pytest.fixture(scope="module", params=[
+    pytest.param(entry, id=entry.family, marks=[pytest.mark.slow] if entry.family in HEAVY else [])
+    for entry in ZOO
+])
+def pair(request):
+    return Pair(request.param)
+
+
+def test_counts_equal_torchvision(pair):
+    reference = pair.reference
+    x = torch.randn(1, *pair.analysis.input_shape)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        out = reference(x)
+    totals = pair.analysis.totals()
+    assert totals["params"] == sum(p.numel() for p in reference.parameters())
+    assert totals["macs"] * 2 == counter.get_total_flops()
+    assert list(pair.analysis.output_shape) == list(out.shape[1:])
+
+
+def test_function_equals_torchvision_with_its_weights(pair):
+    model = build_model(pair.analysis).eval()
+    load_state_dict(model, pair.reference.state_dict(), pair.entry.key_map)
+    x = torch.randn(1, *pair.analysis.input_shape, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected, got = pair.reference(x), model(x)
+    difference = (expected - got).abs().max().item()
+    assert difference <= 1e-5, difference
+    assert expected.abs().max().item() > 1e-2  # a dead output would compare equal too
+
+
+def test_inception_v3_receptive_field_is_the_published_one():
+    """Araujo, Norris & Sim (Distill 2019), TF-Slim inception_v3 Mixed_7c: 1311 pixels, jump 32."""
+    analysis = analyze(load_spec(ROOT / "specs/torchvision/inception_v3.yaml"))
+    field = analysis.layer("Mixed_7c_concat").receptive_field
+    assert (field.height.size, field.height.jump, field.width.size, field.width.jump) == (1311, 32, 1311, 32)
