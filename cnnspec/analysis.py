@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import warnings as python_warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .errors import Diagnostic, LayerError, SpecError, SpecWarning
-from .layers.base import Shape, fmt, prod
+from .layers.base import Shape, fmt, prod, show
 from .layers.receptive_field import ReceptiveField
 from .spec.graph import MODEL_INPUT, feeding_only, unread_layers
-from .spec.model import Node, Spec
+from .spec.limits import MAX_ELEMENTS, MAX_SIZE
+from .spec.model import Node, Spec, load_spec, sort_diagnostics
 
 BYTES_PER_ELEMENT = 4  # float32
 
@@ -132,13 +134,37 @@ def analyze(spec: Spec) -> Analysis:
     """Run every layer's rules in execution order; raise SpecError with each located problem.
     A failing layer stops only the layers that depend on it, so independent problems are all
     reported."""
+    reports, diagnostics = _run(spec)
+    if diagnostics:
+        raise SpecError(diagnostics, spec.text)
+    result = Analysis(spec, reports)
+    for warning in result.warnings:
+        python_warnings.warn(SpecWarning(warning, spec.text), stacklevel=2)
+    return result
+
+
+def analyze_file(path: str | Path) -> Analysis:
+    """``analyze(load_spec(path))``, reporting every independent problem in one pass: when loading
+    finds errors (a bad name, a dangling reference), the layers it could still build are analysed
+    too, and their shape errors join the loading errors."""
+    try:
+        spec = load_spec(path)
+    except SpecError as error:
+        if error.partial is None:
+            raise
+        _, shape_errors = _run(error.partial, partial=True)
+        raise SpecError(sort_diagnostics(error.diagnostics + shape_errors), error.source_text) from None
+    return analyze(spec)
+
+
+def _run(spec: Spec, partial: bool = False) -> tuple[list[LayerReport], list[Diagnostic]]:
     shapes: dict[str, Shape | None] = {MODEL_INPUT: spec.input.shape}
     fields: dict[str, ReceptiveField | None] = {MODEL_INPUT: ReceptiveField.identity()}
     reports: list[LayerReport] = []
     diagnostics: list[Diagnostic] = []
     for node in spec.nodes:
         inputs = [shapes.get(name) for name in node.inputs]
-        if any(shape is None for shape in inputs):
+        if any(shape is None for shape in inputs) or (partial and not _checkable(node)):
             shapes[node.name] = None
             continue
         try:
@@ -150,12 +176,15 @@ def analyze(spec: Spec) -> Analysis:
         shapes[node.name] = report.output_shape
         fields[node.name] = report.receptive_field
         reports.append(report)
-    if diagnostics:
-        raise SpecError(diagnostics, spec.text)
-    result = Analysis(spec, reports)
-    for warning in result.warnings:
-        python_warnings.warn(SpecWarning(warning, spec.text), stacklevel=2)
-    return result
+    return reports, diagnostics
+
+
+def _checkable(node: Node) -> bool:
+    """In a spec that failed to load: a node whose config validated and whose input count is right."""
+    if node.layer is None:
+        return False
+    low, high = type(node.layer).min_inputs, type(node.layer).max_inputs
+    return len(node.inputs) >= low and (high is None or len(node.inputs) <= high)
 
 
 def _analyze_node(node: Node, shapes: list[Shape], fields: list[ReceptiveField | None]) -> LayerReport:
@@ -163,6 +192,7 @@ def _analyze_node(node: Node, shapes: list[Shape], fields: list[ReceptiveField |
     layer.check_inputs(shapes, node.inputs)
     out = layer.output_shape(shapes)
     params = layer.params(shapes)
+    _check_indexable(out, params)
     field_ = None
     if len(out) == 3 and all(f is not None for f in fields):
         field_ = layer.receptive_field(fields, shapes, out)
@@ -172,6 +202,18 @@ def _analyze_node(node: Node, shapes: list[Shape], fields: list[ReceptiveField |
         macs=layer.macs(shapes, out), activation_bytes=prod(out) * BYTES_PER_ELEMENT,
         receptive_field=field_, node=node,
     )
+
+
+def _check_indexable(out: Shape, params: int) -> None:
+    """PyTorch indexes a dimension with at most 2**31 - 1 and counts elements in an int64."""
+    if any(size > MAX_SIZE for size in out) or prod(out) > MAX_ELEMENTS:
+        raise LayerError(
+            f"the output {show(out)} is larger than PyTorch can index",
+            expected=f"every dimension at most {MAX_SIZE:,} (2**31 - 1) and at most 2**63 - 1 elements",
+            received=f"{prod(out):,} elements")
+    if params > MAX_ELEMENTS:
+        raise LayerError(f"{params:,} parameters are more than PyTorch can index",
+                         expected="at most 2**63 - 1 elements")
 
 
 def _locate(error: LayerError, node: Node, spec: Spec) -> Diagnostic:

@@ -133,11 +133,10 @@ def main(argv: list[str] | None = None) -> None:
 @click.option("--explain", is_flag=True, help="Show the arithmetic behind every number.")
 def analyze(spec: Path, format_: str, explain: bool) -> None:
     """Shapes, parameters, MACs and receptive fields of every layer, without running anything."""
-    from .analysis import analyze as run_analysis
+    from .analysis import analyze_file
     from .report import render
-    from .spec.model import load_spec
 
-    result = run_analysis(load_spec(spec))
+    result = analyze_file(spec)
     click.echo(render(result, format_, explain=explain), nl=False)
 
 
@@ -146,17 +145,22 @@ def analyze(spec: Path, format_: str, explain: bool) -> None:
 @click.option("--quiet", "-q", is_flag=True, help="Print errors and warnings only.")
 @click.option("--strict", is_flag=True, help="Fail on warnings too (a layer whose output nothing reads).")
 def validate(specs: tuple[Path, ...], quiet: bool, strict: bool) -> None:
-    """Check spec files; exit 0 only if every one is valid (and, with --strict, has no warning)."""
-    from .analysis import analyze as run_analysis
-    from .spec.model import load_spec
+    """Check spec files; exit 0 only if every one is valid (and, with --strict, has no warning).
+    Every file is checked, whatever happens in another one."""
+    from .analysis import analyze_file
 
     failed = 0
     for path in specs:
         try:
-            result = run_analysis(load_spec(path))  # warnings go to stderr as they are found
-        except SpecError as error:
+            result = analyze_file(path)  # warnings go to stderr as they are found
+        except CnnspecError as error:
             failed += 1
-            click.echo(error.render(), err=True)
+            _echo_error(error)
+            continue
+        except Exception as error:  # a bug in cnnspec must not stop the other files being checked
+            failed += 1
+            click.echo(f"{path}: error: internal error while checking this file: {type(error).__name__}: "
+                       f"{error} (please report it)", err=True)
             continue
         if strict and result.warnings:
             failed += 1
@@ -290,11 +294,10 @@ def visualize_feature_maps(checkpoint: Path, image: Path, max_channels: int, inv
 def summary(spec: Path, format_: str) -> None:
     """The analysis next to the compiled module's real numbers (shapes from a forward pass, counted
     parameters and buffers, MACs from torch's FLOP counter); exit 1 if any layer disagrees."""
-    from .analysis import analyze as run_analysis
-    from .spec.model import load_spec
+    from .analysis import analyze_file
     from .summary import render, summarize
 
-    result = summarize(run_analysis(load_spec(spec)))
+    result = summarize(analyze_file(spec))
     click.echo(render(result, format_), nl=False)
     if not result.match:
         raise click.exceptions.Exit(1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Iterable, Literal, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
 
 @dataclass(frozen=True)
@@ -40,10 +40,10 @@ class Diagnostic:
         if where and source_lines and where.line > len(source_lines):
             where = Location(where.file, len(source_lines), len(source_lines[-1]) + 1)
         if where and source_lines and 0 < where.line <= len(source_lines):
-            text = source_lines[where.line - 1].rstrip("\n")
+            text, caret = _excerpt(source_lines[where.line - 1].rstrip("\n"), where.col - 1)
             gutter = f"{where.line:>5} | "
             lines.append(gutter + text)
-            lines.append(" " * (len(gutter) - 2) + "| " + " " * (where.col - 1) + "^")
+            lines.append(" " * (len(gutter) - 2) + "| " + " " * caret + "^")
         for label, value in (
             ("expected", self.expected),
             ("received", self.received),
@@ -55,6 +55,22 @@ class Diagnostic:
         return "\n".join(lines)
 
 
+#: a source line longer than this is shown as a window around the caret (minified JSON, 1,000 brackets)
+MAX_SHOWN_LINE = 120
+
+
+def _excerpt(text: str, column: int) -> tuple[str, int]:
+    """The part of a source line to print and the caret's offset in it: the whole line when it is
+    short, else MAX_SHOWN_LINE characters around the column with '...' where text was cut."""
+    if len(text) <= MAX_SHOWN_LINE:
+        return text, column
+    start = max(0, min(column - MAX_SHOWN_LINE // 2, len(text) - MAX_SHOWN_LINE))
+    shown = text[start:start + MAX_SHOWN_LINE]
+    head = "..." if start > 0 else ""
+    tail = "..." if start + MAX_SHOWN_LINE < len(text) else ""
+    return head + shown + tail, column - start + len(head)
+
+
 class CnnspecError(Exception):
     """Base class of every error cnnspec reports to a user (never shown as a traceback)."""
 
@@ -62,9 +78,12 @@ class CnnspecError(Exception):
 class SpecError(CnnspecError):
     """A spec file is invalid; carries every independent diagnostic found in one pass."""
 
-    def __init__(self, diagnostics: Iterable[Diagnostic], source_text: str | None = None):
+    def __init__(self, diagnostics: Iterable[Diagnostic], source_text: str | None = None, partial: Any = None):
         self.diagnostics = list(diagnostics)
         self.source_text = source_text
+        #: what could still be built despite the errors (a Spec whose failed layers have no config),
+        #: so that later stages report their independent problems in the same pass; or None
+        self.partial = partial
         super().__init__(self.render())
 
     def render(self) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 
 from ..errors import Diagnostic, Location, did_you_mean
 from .expressions import ExpressionError, evaluate
+from .limits import MODEL_LAYERS, setting_hint
 from .source import Document
 from .types import BlockUse
 from .validation import diagnose
@@ -53,11 +54,24 @@ class Expansion:
     layers: list[RawLayer] = field(default_factory=list)
     aliases: dict[str, str] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    max_layers: int = 0
+    overflow: bool = False  # more than max_layers: expansion stopped
+
+    def full(self, document: Document, origin: tuple[Any, ...], note: str | None = None) -> bool:
+        """True (with one diagnostic, the first time) once the model has more than max_layers
+        layers, so that ``repeat: 2**63`` or blocks nested ten deep stop at once."""
+        if not self.overflow and len(self.layers) > self.max_layers:
+            self.overflow = True
+            self.diagnostics.append(Diagnostic(
+                f"the model expands to more than {self.max_layers:,} layers", document.locate(origin),
+                hint=setting_hint(MODEL_LAYERS),
+                note="counted after every block use and repeat is expanded" + (f"; {note}" if note else "")))
+        return self.overflow
 
 
 def expand(header: Any, document: Document) -> tuple[list[RawLayer], list[Diagnostic]]:
     """Expand the top-level layer list; block-use names become aliases of their last layer."""
-    result = Expansion()
+    result = Expansion(max_layers=MODEL_LAYERS.value())
     items = []
     for index, item in enumerate(header.layers):
         data, _ = _substitute(item, {}, {}, ("layers", index), document, result, None)
@@ -65,9 +79,11 @@ def expand(header: Any, document: Document) -> tuple[list[RawLayer], list[Diagno
     if result.diagnostics:
         return [], result.diagnostics
     _expand_list(items, ("layers",), "", None, {}, header.blocks, document, result, None, 0)
+    if result.full(document, ("layers",)):
+        return [], result.diagnostics  # a cut-off model would only add errors about missing layers
     for raw in result.layers:
-        if raw.inputs:
-            raw.inputs = [result.aliases.get(name, name) for name in raw.inputs]
+        if raw.inputs:  # not yet validated: an entry may be a list or a mapping
+            raw.inputs = [result.aliases.get(name, name) if isinstance(name, str) else name for name in raw.inputs]
     return result.layers, _unique(result.diagnostics)
 
 
@@ -171,6 +187,10 @@ def _expand_use(
                     f"block '{use_model.block}' has no argument '{arg}'", document.locate(origin + (key, arg), key=True),
                     expected="one of " + (", ".join(definition.args) or "(no arguments)"),
                     hint=did_you_mean(arg, definition.args), note=note))
+    if use_model.repeat > result.max_layers:
+        result.diagnostics.append(Diagnostic(
+            f"repeat: {use_model.repeat:,} is more than the {result.max_layers:,} layers a model may have",
+            document.locate(origin + ("repeat",)), hint=setting_hint(MODEL_LAYERS), note=note))
     if result.diagnostics:
         return None
     block_input = previous
@@ -186,6 +206,8 @@ def _expand_use(
             hint=f"rename the argument, e.g. '{reserved[0]}_'"))
         return None
     for copy in range(use_model.repeat):
+        if result.full(document, origin, note):
+            return None
         copy_prefix = f"{name}_{copy}_" if use_model.repeat > 1 else f"{name}_"
         copy_note = f"in block '{use_model.block}' used as '{name}' at line {line}" + (
             f", copy {copy}" if use_model.repeat > 1 else "")

@@ -16,13 +16,14 @@ from ..errors import Diagnostic, SpecError, did_you_mean
 from ..layers import LAYER_TYPES
 from .blocks import expand
 from .graph import resolve
+from .limits import MAX_SIZE
 from .source import Document, load_file, load_text
 from .types import BlockDefinition, BlockUse, InputSpec, Node, Spec, SpecHeader, TrainConfig
 from .validation import diagnose
 
 __all__ = [
     "BlockDefinition", "BlockUse", "InputSpec", "Node", "Spec", "SpecHeader", "TrainConfig",
-    "load_spec", "parse_spec", "spec_from_document",
+    "load_spec", "parse_spec", "sort_diagnostics", "spec_from_document",
 ]
 
 
@@ -58,20 +59,47 @@ def spec_from_document(document: Document) -> Spec:
             [Diagnostic(message, locate(()), received=None if document.data is None else _kind(document.data))],
             document.text,
         )
-    header, diagnostics = diagnose(SpecHeader, document.data, locate, what="the spec")
+    header, diagnostics, input_ok = _header(document.data, locate)
     if header is None:
         raise SpecError(diagnostics, document.text)
-    raw_layers, diagnostics = expand(header, document)
+    raw_layers, expansion_problems = expand(header, document)
+    diagnostics.extend(expansion_problems)
     nodes: list[Node] = []
     for raw in raw_layers:
         node, problems = _validate_layer(raw, document)
         diagnostics.extend(problems)
         nodes.append(node)
     diagnostics.extend(resolve(nodes, document))
+    spec = Spec(header.name, header.input, nodes, document, header.labels, header.train, header.description)
     if diagnostics:
-        diagnostics.sort(key=lambda d: (d.location.line, d.location.col) if d.location else (0, 0))
-        raise SpecError(diagnostics, document.text)
-    return Spec(header.name, header.input, nodes, document, header.labels, header.train, header.description)
+        raise SpecError(sort_diagnostics(diagnostics), document.text, partial=spec if input_ok else None)
+    return spec
+
+
+def sort_diagnostics(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    """In file order, unlocated ones first."""
+    return sorted(diagnostics, key=lambda d: (d.location.line, d.location.col) if d.location else (0, 0))
+
+
+#: valid stand-ins for the header fields no layer depends on, so that their errors do not hide the layers'
+_STAND_INS: dict[str, Any] = {"name": "spec", "description": None, "labels": None, "train": None,
+                              "input": {"channels": 1, "height": 1, "width": 1}}
+
+
+def _header(data: dict[str, Any], locate: Any) -> tuple["SpecHeader | None", list[Diagnostic], bool]:
+    """The validated header, its problems, and whether ``input`` is usable for shape checks.
+    A bad name, description, labels, train section or input is reported along with the layers'
+    problems: the layers are still checked against stand-ins for those fields."""
+    header, diagnostics = diagnose(SpecHeader, data, locate, what="the spec")
+    input_data = data.get("input")
+    oversized = _oversized(input_data, ("input",), locate, "the model input", None)
+    if header is not None:
+        return header, oversized, not oversized
+    input_ok = not oversized and diagnose(InputSpec, input_data, locate, what="the input")[0] is not None \
+        if isinstance(input_data, dict) else False
+    patched = {**data, **{k: v for k, v in _STAND_INS.items() if k != "input" or not input_ok}}
+    stand_in, _ = diagnose(SpecHeader, patched, locate, what="the spec")
+    return stand_in, diagnostics + oversized, input_ok
 
 
 def _validate_layer(raw: Any, document: Document) -> tuple[Node, list[Diagnostic]]:
@@ -100,9 +128,26 @@ def _validate_layer(raw: Any, document: Document) -> tuple[Node, list[Diagnostic
         )]
     label = f"{kind} layer '{raw.name}'"
     layer, diagnostics = diagnose(LAYER_TYPES[kind], data, locate, what=label, note=raw.note)
-    if layer is None:
+    diagnostics = diagnostics or _oversized(data, (), locate, label, raw.note)
+    if layer is None or diagnostics:
         return _placeholder(raw), diagnostics
     return Node(raw.name, layer, list(raw.inputs or []), raw.origin, raw.field_origins, raw.note), []
+
+
+def _oversized(data: Any, path: tuple[Any, ...], locate: Any, what: str, note: str | None) -> list[Diagnostic]:
+    """Every integer of a validated mapping (and of its [h, w] pairs) above MAX_SIZE: PyTorch takes
+    sizes as int64 and indexes them with at most 2**31 - 1 per dimension; a kernel of 10^30 is a typo."""
+    if not isinstance(data, dict):
+        return []
+    problems = []
+    for key, value in data.items():
+        for index, number in enumerate(value if isinstance(value, (list, tuple)) else [value]):
+            if isinstance(number, int) and not isinstance(number, bool) and number > MAX_SIZE:
+                where = (key, index) if isinstance(value, (list, tuple)) else (key,)
+                problems.append(Diagnostic(
+                    f"{key} is larger than the largest size PyTorch takes ({what})", locate(path + where, False),
+                    expected=f"at most {MAX_SIZE:,} (2**31 - 1)", received=f"{key}={value!r}", note=note))
+    return problems
 
 
 def _placeholder(raw: Any) -> Node:
