@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import get_args
 
 import click
 
 from . import __version__
 from .errors import CnnspecError, SpecError, SpecWarning
+from .export import QuantizeMode
+from .train.options import DEFAULTS, DatasetName, DeviceName, OptimizerName, PrecisionName, SchedulerName
 
 FORMATS = ("table", "json", "markdown", "mermaid")
 
@@ -307,26 +310,26 @@ def summary(spec: Path, format_: str) -> None:
 
 @cli.command("train")
 @click.argument("spec", type=click.Path(path_type=Path))
-@click.option("--dataset", "-d", default=None,
-              help="mnist, fashion_mnist, cifar10, imagefolder or mnist_sample (built in).  [default: the spec's train.dataset]")
-@click.option("--data-dir", default=None, help="Folder holding the dataset's files.  [default: data]")
+@click.option("--dataset", "-d", type=click.Choice(get_args(DatasetName)), default=None,
+              help="mnist_sample is built in (offline).  [default: the spec's train.dataset]")
+@click.option("--data-dir", default=None, help=f"Folder holding the dataset's files.  [default: {DEFAULTS.data_dir}]")
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path),
               help="Run directory: spec.yaml, metrics.jsonl, last.pt, best.pt.")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Passes over the training set.  [default: 3]")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per step (per process).  [default: 64]")
-@click.option("--optimizer", type=click.Choice(["adam", "adamw", "sgd"]), default=None, help="[default: adam]")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate.  [default: 0.001]")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=None, help="[default: 0]")
-@click.option("--momentum", type=click.FloatRange(min=0), default=None, help="SGD momentum.  [default: 0.9]")
-@click.option("--scheduler", type=click.Choice(["none", "cosine", "step", "onecycle"]), default=None,
-              help="Learning-rate schedule, stepped every batch.  [default: none]")
-@click.option("--seed", type=int, default=None, help="Seed of weights, data order and dropout.  [default: 0]")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=None,
-              help="auto: cuda, then mps, then cpu.  [default: auto]")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help=f"Passes over the training set.  [default: {DEFAULTS.epochs}]")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help=f"Images per step (per process).  [default: {DEFAULTS.batch_size}]")
+@click.option("--optimizer", type=click.Choice(get_args(OptimizerName)), default=None, help=f"[default: {DEFAULTS.optimizer}]")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help=f"Learning rate.  [default: {DEFAULTS.lr:g}]")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=None, help=f"[default: {DEFAULTS.weight_decay:g}]")
+@click.option("--momentum", type=click.FloatRange(min=0), default=None, help=f"SGD momentum.  [default: {DEFAULTS.momentum:g}]")
+@click.option("--scheduler", type=click.Choice(get_args(SchedulerName)), default=None,
+              help=f"Learning-rate schedule, stepped every batch.  [default: {DEFAULTS.scheduler}]")
+@click.option("--seed", type=int, default=None, help=f"Seed of weights, data order and dropout.  [default: {DEFAULTS.seed}]")
+@click.option("--device", type=click.Choice(get_args(DeviceName)), default=None,
+              help=f"auto: cuda, then mps, then cpu.  [default: {DEFAULTS.device}]")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
-              help="Processes decoding imagefolder images at load time.  [default: 0]")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=None,
-              help="auto: bf16/fp16 mixed on CUDA, bf16 mixed on CPUs with native bf16, else fp32.  [default: auto]")
+              help=f"Processes decoding imagefolder images at load time.  [default: {DEFAULTS.workers}]")
+@click.option("--precision", type=click.Choice(get_args(PrecisionName)), default=None,
+              help=f"auto: bf16/fp16 mixed on CUDA, bf16 mixed on CPUs with native bf16, else fp32.  [default: {DEFAULTS.precision}]")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
 @click.option("--download", is_flag=True, help="Download a torchvision dataset into --data-dir if missing.")
 def train_command(spec: Path, out: Path, resume: bool, download: bool, **flags: object) -> None:
@@ -356,7 +359,7 @@ def _wide_console(stderr: bool = False) -> object:
               help="Version folder to write (never overwritten).  [default: highest existing + 1, or 1]")
 @click.option("--opset", type=click.IntRange(min=1), default=18, show_default=True,
               help="ONNX opset: 18 (the exporter's own) up to the newest onnx knows.")
-@click.option("--quantize", type=click.Choice(["none", "dynamic-int8", "static-int8"]), default="none",
+@click.option("--quantize", type=click.Choice(get_args(QuantizeMode)), default="none",
               show_default=True, help="Write an int8 model instead of the float32 one (onnxruntime.quantization).")
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
               help="Also (or only) write the verified model to this .onnx file.")

@@ -3,12 +3,15 @@ reported clearly, batching is a function of (seed, epoch) sharded like Distribut
 
 from __future__ import annotations
 
+import typing
+
 import re
 from pathlib import Path
 
 import pytest
 import torch
 
+from cnnspec.train.options import DatasetName
 from cnnspec.train.data import (DATASETS, DatasetError, check_spec_matches, dataset_for_spec, dataset_info, epoch_order,
                           eval_shard, load_split, normalize)
 from cnnspec.errors import SpecError
@@ -25,6 +28,7 @@ def real_mnist_train() -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_registry_names_and_normalisation() -> None:
     assert list(DATASETS) == ["mnist", "fashion_mnist", "cifar10", "imagefolder", "mnist_sample"]
+    assert tuple(DATASETS) == typing.get_args(DatasetName)  # the table describes exactly the names options.py defines
     assert dataset_info("mnist").mean == (0.1307,) and dataset_info("mnist").std == (0.3081,)
     assert dataset_info("fashion_mnist").mean == (0.2860,) and dataset_info("fashion_mnist").std == (0.3530,)
     assert dataset_info("cifar10").input_shape == (3, 32, 32)

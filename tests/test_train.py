@@ -158,6 +158,51 @@ def test_options_come_from_flags_then_spec_then_defaults(spec_file: Path) -> Non
         options_for_resume(saved, {"lr": 0.5})
 
 
+CHOICES = {  # flag -> (the Literal that defines it, the hand-written names it must hold)
+    "dataset": ("DatasetName", ("mnist", "fashion_mnist", "cifar10", "imagefolder", "mnist_sample")),
+    "optimizer": ("OptimizerName", ("adam", "adamw", "sgd")),
+    "scheduler": ("SchedulerName", ("none", "cosine", "step", "onecycle")),
+    "device": ("DeviceName", ("auto", "cpu", "cuda", "mps")),
+    "precision": ("PrecisionName", ("auto", "fp32", "bf16", "fp16")),
+}
+
+
+@pytest.mark.parametrize("option", sorted(CHOICES))
+def test_each_choice_is_defined_once_for_the_cli_the_spec_schema_and_the_trainer(option: str) -> None:
+    import typing
+
+    import click
+
+    from cnnspec.catalog import json_schema
+    from cnnspec.cli import cli
+    from cnnspec.train import options as train_options
+
+    alias, names = CHOICES[option]
+    assert typing.get_args(getattr(train_options, alias)) == names
+    flag = next(p for p in cli.commands["train"].params if p.name == option)
+    assert isinstance(flag.type, click.Choice) and tuple(flag.type.choices) == names
+    (enum,) = [branch["enum"] for branch in json_schema()["$defs"]["TrainConfig"]["properties"][option]["anyOf"]
+               if "enum" in branch]
+    assert tuple(enum) == names
+    literal = getattr(train_options, alias)
+    assert typing.get_type_hints(train_options.TrainOptions)[option] in (literal, typing.Optional[literal])
+
+
+def test_a_misspelt_choice_in_a_spec_is_a_located_error_and_precision_comes_from_the_spec(tmp_path: Path, capsys) -> None:
+    from cli_helpers import run_cli
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY_SPEC.replace("  batch_size: 32\n", "  batch_size: 32\n  optimizer: adamm\n"))
+    code, _, err = run_cli(["train", bad, "--out", tmp_path / "run"], capsys)
+    line = TINY_SPEC.splitlines().index("  batch_size: 32") + 2
+    assert code == 1
+    assert f"bad.yaml:{line}:14: error: train.optimizer must be 'adam', 'adamw' or 'sgd'" in err
+    good = tmp_path / "good.yaml"
+    good.write_text(TINY_SPEC.replace("  batch_size: 32\n", "  batch_size: 32\n  precision: fp32\n"))
+    assert resolve_options(load_spec(good), {}).precision == "fp32"
+    assert resolve_options(load_spec(good), {"precision": "bf16"}).precision == "bf16"
+
+
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True

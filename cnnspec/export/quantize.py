@@ -6,13 +6,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, get_args
 
 from ..deploy.sessions import new_session
-from . import ExportError
+from . import ExportError, QuantizeMode
 from .samples import Samples
 
-QUANTIZE_MODES = ("none", "dynamic-int8", "static-int8")
+QUANTIZE_MODES: tuple[str, ...] = get_args(QuantizeMode)
 
 
 @dataclass

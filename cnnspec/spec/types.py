@@ -7,12 +7,13 @@ them, so imports inside spec/ run one way.
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..layers import Layer
 from ..layers.base import NAME_PATTERN, PositiveInt
+from ..train.options import DatasetName, DeviceName, OptimizerName, PrecisionName, SchedulerName
 from .source import Document
 
 
@@ -35,17 +36,18 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
-    dataset: str | None = Field(None, description="mnist, fashion_mnist, cifar10, imagefolder or mnist_sample.")
+    dataset: DatasetName | None = Field(None, description="The dataset to train on (`cnnspec train --help` lists them).")
     data_dir: str | None = Field(None, description="Where the dataset lives.")
     epochs: PositiveInt | None = Field(None, description="Passes over the training set.")
     batch_size: PositiveInt | None = Field(None, description="Images per optimisation step.")
-    optimizer: Literal["adam", "adamw", "sgd"] | None = Field(None, description="Optimiser.")
+    optimizer: OptimizerName | None = Field(None, description="Optimiser.")
     lr: float | None = Field(None, strict=True, gt=0, description="Learning rate.")
     weight_decay: float | None = Field(None, strict=True, ge=0, description="L2 penalty / decoupled weight decay.")
     momentum: float | None = Field(None, strict=True, ge=0, description="SGD momentum.")
-    scheduler: Literal["none", "cosine", "step", "onecycle"] | None = Field(None, description="Learning-rate schedule.")
+    scheduler: SchedulerName | None = Field(None, description="Learning-rate schedule.")
     seed: int | None = Field(None, description="Random seed.")
-    device: Literal["auto", "cpu", "cuda", "mps"] | None = Field(None, description="Where to train.")
+    device: DeviceName | None = Field(None, description="Where to train.")
+    precision: PrecisionName | None = Field(None, description="How a step computes: auto, fp32, or bf16/fp16 mixed precision.")
     workers: int | None = Field(None, ge=0, description="DataLoader worker processes (folder datasets).")
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .options import DatasetName
 from ..errors import CnnspecError, Diagnostic, SpecError
 
 if TYPE_CHECKING:  # torch is imported inside functions only
@@ -70,7 +71,7 @@ _DIGITS = [str(d) for d in range(10)]
 _FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 _CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
-DATASETS: dict[str, DatasetInfo] = {
+DATASETS: dict[DatasetName, DatasetInfo] = {
     info.name: info
     for info in (
         DatasetInfo("mnist", 1, 28, 28, (0.1307,), (0.3081,), _DIGITS,

@@ -1,44 +1,57 @@
 """The training options of ``cnnspec train``, their defaults, and how a run resolves them.
 
 Options come from the command line, else the spec's ``train:`` section, else ``DEFAULTS`` (the
-chapter's recipe: 3 epochs, batch 64, Adam, lr 1e-3, seed 0). Pure Python: no torch at import.
+chapter's recipe: 3 epochs, batch 64, Adam, lr 1e-3, seed 0).
+
+Every choice is one ``Literal`` alias here; the spec schema (``spec/types.py`` ``TrainConfig``),
+the command line (``click.Choice(get_args(...))``) and the trainer all take it from here, so a
+new optimiser or dataset is named once. Pure Python (the spec package imports it): no torch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from .data import DATASETS
 from ..errors import UsageError
 
 if TYPE_CHECKING:
     from ..spec.model import Spec
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULERS = ("none", "cosine", "step", "onecycle")
-DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DatasetName = Literal["mnist", "fashion_mnist", "cifar10", "imagefolder", "mnist_sample"]
+"""The registered datasets (``data.DATASETS`` describes each)."""
+OptimizerName = Literal["adam", "adamw", "sgd"]
+SchedulerName = Literal["none", "cosine", "step", "onecycle"]
+"""Learning-rate schedules, stepped after every batch (``optimization.make_scheduler``)."""
+DeviceName = Literal["auto", "cpu", "cuda", "mps"]
+PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
+"""How a training step computes (``hardware.Precision``)."""
+
+DATASET_NAMES: tuple[str, ...] = get_args(DatasetName)
+OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
+SCHEDULERS: tuple[str, ...] = get_args(SchedulerName)
+DEVICES: tuple[str, ...] = get_args(DeviceName)
+PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
 
 
 @dataclass(frozen=True)
 class TrainOptions:
     """The resolved options of a run (stored in checkpoints as ``train_config``)."""
 
-    dataset: str | None = None
+    dataset: DatasetName | None = None
     data_dir: str = "data"
     epochs: int = 3
     batch_size: int = 64
-    optimizer: str = "adam"
+    optimizer: OptimizerName = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
     momentum: float = 0.9
-    scheduler: str = "none"
+    scheduler: SchedulerName = "none"
     seed: int = 0
-    device: str = "auto"
+    device: DeviceName = "auto"
     workers: int = 0
-    precision: str = "auto"
+    precision: PrecisionName = "auto"
 
 
 DEFAULTS = TrainOptions()
@@ -59,7 +72,7 @@ def resolve_options(spec: Spec, flags: dict[str, Any]) -> TrainOptions:
     options = TrainOptions(**values)
     if options.dataset is None:
         raise UsageError("no dataset to train on", [
-            f"pass --dataset NAME or set train: {{dataset: NAME}} in {spec.file}; NAME is one of {', '.join(DATASETS)}",
+            f"pass --dataset NAME or set train: {{dataset: NAME}} in {spec.file}; NAME is one of {', '.join(DATASET_NAMES)}",
         ])
     return options
 
