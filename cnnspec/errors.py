@@ -135,7 +135,10 @@ class UsageError(CnnspecError):
         return "\n".join([self.message, *(f"  hint: {h}" for h in self.hints)])
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
-    """Suggest the closest known name, the way click's NoSuchOption does (difflib)."""
-    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
-    return f"did you mean '{close[0]}'?" if close else None
+def did_you_mean(word: str, choices: Iterable[str], n: int = 1) -> str | None:
+    """Suggest the closest known name (up to ``n``, closest first), the way click's NoSuchOption
+    does (difflib): "did you mean 'relu'?", "did you mean 'relu', 'relu6' or 'gelu'?"."""
+    close = [f"'{name}'" for name in difflib.get_close_matches(str(word), list(choices), n=n, cutoff=0.6)]
+    if not close:
+        return None
+    return f"did you mean {close[0] if len(close) == 1 else ', '.join(close[:-1]) + ' or ' + close[-1]}?"

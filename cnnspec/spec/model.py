@@ -102,6 +102,10 @@ def _header(data: dict[str, Any], locate: Any) -> tuple["SpecHeader | None", lis
     return stand_in, diagnostics + oversized, input_ok
 
 
+# The registry grows; the closest names help more than a list of all of them.
+_TYPE_EXPECTED = "a registered layer type (`cnnspec layers` lists them)"
+
+
 def _validate_layer(raw: Any, document: Document) -> tuple[Node, list[Diagnostic]]:
     """Check ``type`` ourselves (to suggest names), then let the layer's class validate the rest."""
     data = raw.data
@@ -116,15 +120,15 @@ def _validate_layer(raw: Any, document: Document) -> tuple[Node, list[Diagnostic
         if "block" in data:
             hint = None
         return _placeholder(raw), [Diagnostic(
-            "layer has no 'type'", locate(()), expected="one of " + ", ".join(LAYER_TYPES),
+            "layer has no 'type'", locate(()), expected=_TYPE_EXPECTED,
             hint=hint, note=raw.note,
         )]
     kind = data["type"]
     if not isinstance(kind, str) or kind not in LAYER_TYPES:
         return _placeholder(raw), [Diagnostic(
             f"unknown layer type '{kind}'", locate(("type",)),
-            expected="one of " + ", ".join(LAYER_TYPES), received=f"type={kind!r}",
-            hint=did_you_mean(str(kind), LAYER_TYPES), note=raw.note,
+            expected=_TYPE_EXPECTED, received=f"type={kind!r}",
+            hint=did_you_mean(str(kind), LAYER_TYPES, n=3), note=raw.note,
         )]
     label = f"{kind} layer '{raw.name}'"
     layer, diagnostics = diagnose(LAYER_TYPES[kind], data, locate, what=label, note=raw.note)
