@@ -122,4 +122,29 @@ def json_schema() -> dict[str, Any]:
         **schema,
     }
     schema["title"] = "cnnspec model spec"
+    schema["properties"]["layers"]["items"] = _layer_entry(schema["properties"]["layers"]["items"])
     return schema
+
+
+def _layer_entry(union: dict[str, Any]) -> dict[str, Any]:
+    """One layer list entry, discriminated on ``type`` the way the loader reads it: a mapping with
+    ``block`` and no ``type`` is a block use, anything else is the layer class its ``type`` names.
+
+    pydantic writes the layer union as ``oneOf`` plus OpenAPI's ``discriminator``, which JSON Schema
+    validators ignore: a typo'd conv2d field then fails every branch and an editor can only say
+    "not valid under any of the given schemas". With ``if``/``then`` on ``type`` it checks the one
+    class meant and says "Additional properties are not allowed ('kernal_size' was unexpected)"."""
+    layers, block_use = union["anyOf"]
+    mapping = layers["discriminator"]["mapping"]
+    return {
+        "type": "object",
+        "if": {"required": ["block"], "not": {"required": ["type"]}},
+        "then": block_use,
+        "else": {
+            "required": ["type"],
+            "properties": {"type": {"enum": list(mapping)}},
+            "allOf": [{"if": {"required": ["type"], "properties": {"type": {"const": name}}}, "then": {"$ref": ref}}
+                      for name, ref in mapping.items()],
+        },
+        "discriminator": {"propertyName": "type", "mapping": mapping},  # for OpenAPI tools
+    }

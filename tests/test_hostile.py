@@ -196,3 +196,28 @@ def test_validate_checks_every_file_whatever_happens_in_one(in_tmp, capsys):
     assert out == f"ok  {good}  (10 layers, 421,642 params, 4,241,152 MACs)\n"
     assert [line.split(": error: ")[0] for line in err.splitlines() if ": error: " in line or line.startswith("error:")] == [
         "inputs.yaml:6:31", "bomb.yaml:5:45", "error: no such file: missing.yaml"]
+
+
+def _schema_errors(layer: dict) -> list[tuple[list, str]]:
+    import jsonschema
+
+    from cnnspec.catalog import json_schema
+
+    spec = {"name": "m", "input": {"channels": 1, "height": 28, "width": 28}, "layers": [layer]}
+    validator = jsonschema.Draft202012Validator(json_schema())
+    return sorted((list(error.absolute_path), error.message) for error in validator.iter_errors(spec))
+
+
+def test_the_json_schema_names_the_typo_of_a_conv2d_field():
+    """The layer union is discriminated on `type`: an editor sees the conv2d class's own complaints,
+    not "is not valid under any of the given schemas" from trying all 21 classes."""
+    assert _schema_errors({"type": "conv2d", "out_channels": 3, "kernal_size": 3}) == [
+        (["layers", 0], "'kernel_size' is a required property"),
+        (["layers", 0], "Additional properties are not allowed ('kernal_size' was unexpected)"),
+    ]
+    assert _schema_errors({"type": "conv2d", "out_channels": "x", "kernel_size": 3}) == [
+        (["layers", 0, "out_channels"], "'x' is not of type 'integer'")]
+    assert _schema_errors({"out_channels": 3}) == [(["layers", 0], "'type' is a required property")]
+    assert _schema_errors({"block": "stage", "repeat": 0}) == [
+        (["layers", 0, "repeat"], "0 is less than or equal to the minimum of 0")]
+    assert _schema_errors({"type": "maxpool2d", "kernel_size": 2}) == []
