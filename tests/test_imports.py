@@ -1,0 +1,79 @@
+"""The torch-free rooms stay torch-free: each module is imported alone in a fresh interpreter and
+the heavy packages it must not pull in are looked up in sys.modules afterwards.
+
+Every module file under cnnspec/spec/ and cnnspec/layers/ enrols itself (except layers/modules.py,
+which holds the custom torch modules); a module added to those folders is checked too.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+NO_ML = ("torch", "torchvision", "numpy", "onnx", "onnxruntime", "onnxscript", "matplotlib", "PIL")
+"""Pure Python rooms: the spec language, the layer registry, analysis and its reports."""
+
+TORCH_MODULES = {"cnnspec.layers.modules"}  # the custom nn.Modules: imported by to_torch only
+
+
+def room(folder: str) -> list[str]:
+    package = folder.replace("/", ".")
+    names = [package] + [f"{package}.{path.stem}" for path in sorted((ROOT / folder).glob("*.py"))
+                         if path.stem != "__init__"]
+    return [name for name in names if name not in TORCH_MODULES]
+
+
+PURE_MODULES = [*room("cnnspec/spec"), *room("cnnspec/layers"), "cnnspec.analysis", "cnnspec.report",
+                "cnnspec.catalog", "cnnspec.errors", "cnnspec"]
+
+# Other rooms with their own rules: module -> the packages it must not import.
+RULES: dict[str, tuple[str, ...]] = {name: NO_ML for name in PURE_MODULES}
+
+
+def imported_after(modules: list[str], watched: tuple[str, ...]) -> dict[str, list[str]]:
+    """Import ``modules`` one after the other in one fresh interpreter; for each, the watched
+    packages that appeared in sys.modules during its import. One process serves a whole rule:
+    a heavy import shows up at the first module that causes it, so none can hide."""
+    code = (
+        "import importlib, json, sys\n"
+        "found = {}\n"
+        f"for name in {modules!r}:\n"
+        f"    before = {{m for m in {list(watched)!r} if m in sys.modules}}\n"
+        "    importlib.import_module(name)\n"
+        f"    found[name] = sorted({{m for m in {list(watched)!r} if m in sys.modules}} - before)\n"
+        "print(json.dumps(found))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def heavy_imports() -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for watched in set(RULES.values()):
+        found.update(imported_after([m for m, rule in RULES.items() if rule == watched], watched))
+    return found
+
+
+def test_the_rooms_were_found():
+    assert {"cnnspec.spec.model", "cnnspec.spec.types", "cnnspec.layers.conv", "cnnspec.layers.window",
+            "cnnspec.layers.receptive_field"} <= set(PURE_MODULES)
+    assert "cnnspec.layers.modules" not in PURE_MODULES
+
+
+@pytest.mark.parametrize("module", sorted(RULES))
+def test_module_imports_without_the_heavy_packages(module: str, heavy_imports: dict[str, list[str]]):
+    assert heavy_imports[module] == [], f"importing {module} imports {heavy_imports[module]}"
+
+
+def test_the_check_sees_a_heavy_import():
+    """The probe itself works: the torch modules do show up, at the module that imports them."""
+    found = imported_after(["cnnspec.layers", "cnnspec.layers.modules"], ("torch",))
+    assert found == {"cnnspec.layers": [], "cnnspec.layers.modules": ["torch"]}
