@@ -309,6 +309,34 @@ def test_a_failing_write_keeps_the_old_checkpoint_and_leaves_no_temp_file(tmp_pa
     assert load_checkpoint(path)["epoch"] == 1
 
 
+RUN_EVERY_WRITER = """
+import sys
+from cnnspec.cli import main
+
+spec, out = sys.argv[1], sys.argv[2]
+for args in (["train", spec, "--out", out, "--epochs", "1", "--batch-size", "256", "--device", "cpu"],
+             ["plot", out], ["visualize", "filters", out, "--layer", "conv1"], ["schema", "-o", out + "/schema.json"]):
+    try:
+        main(args)
+    except SystemExit as done:
+        assert not done.code, (args, done.code)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_files_a_run_writes_get_the_mode_the_umask_allows(spec_file: Path, tmp_path: Path, umask: int) -> None:
+    out = tmp_path / "run"
+    subprocess.run([sys.executable, "-c", RUN_EVERY_WRITER, str(spec_file), str(out)], env=_env(), umask=umask,
+                   check=True, stdout=subprocess.DEVNULL, timeout=240)
+    written = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
+    assert sorted(written) == ["best.pt", "curves.png", "filters_conv1.png", "last.pt", "metrics.jsonl",
+                               "schema.json", "spec.yaml"]
+    expected = {0o022: 0o644, 0o077: 0o600}[umask]  # what open(path, "w") gives under that umask
+    assert written == dict.fromkeys(written, expected)
+    assert out.stat().st_mode & 0o777 == {0o022: 0o755, 0o077: 0o700}[umask]
+
+
 SAVE_FOREVER = """
 import sys, torch
 from cnnspec.train.checkpoint import save_checkpoint
