@@ -467,3 +467,102 @@ def test_summary_reports_each_disagreement():
     assert wrong["fc1"] == ["params", "trainable_params", "macs"]  # 32*7*7 inputs instead of 64*7*7
     assert "conv2" in render(result, "table") and "18,496 != 9,248" in render(result, "table")
     assert json.loads(render(result, "json"))["match"] is False
+
+
+# --- the layers of modern CNN families against torchvision's own code ----------------------------
+
+def one_layer_model(layer: str, channels: int = 6, size: int = 5) -> CompiledModel:
+    torch.manual_seed(0)
+    return build_model(parse_spec(f"""
+name: one
+input: {{channels: {channels}, height: {size}, width: {size}}}
+layers:
+  - {layer}
+""")).eval()
+
+
+def test_hardswish_and_hardsigmoid_are_pytorchs_definitions():
+    x = torch.linspace(-5, 5, 6 * 5 * 5).reshape(1, 6, 5, 5)
+    relu6 = (x + 3).clamp(0, 6)
+    torch.testing.assert_close(one_layer_model("{type: hardswish, name: layer}")(x), x * relu6 / 6)
+    torch.testing.assert_close(one_layer_model("{type: hardsigmoid, name: layer}")(x), relu6 / 6)
+
+
+def test_layernorm2d_is_convnexts_and_loads_its_state_dict():
+    from torchvision.models.convnext import LayerNorm2d
+
+    model = one_layer_model("{type: layernorm2d, name: layer}")
+    reference = LayerNorm2d(6, eps=1e-6)
+    with torch.no_grad():
+        reference.weight.uniform_(0.5, 1.5)
+        reference.bias.uniform_(-1, 1)
+    model.layer.load_state_dict(reference.state_dict())  # same keys and shapes: weight, bias [6]
+    x = torch.randn(2, 6, 5, 5) * 3 + 1
+    torch.testing.assert_close(model(x), reference(x))
+    normalised = one_layer_model("{type: layernorm2d, name: layer, elementwise_affine: false}")(x)
+    torch.testing.assert_close(normalised.mean(dim=1), torch.zeros(2, 5, 5), atol=1e-5, rtol=0)
+    assert not list(one_layer_model("{type: layernorm2d, elementwise_affine: false}").parameters())
+
+
+def test_layer_scale_key_and_shape_take_convnexts_parameter():
+    from torchvision.models.convnext import CNBlock
+
+    model = one_layer_model("{type: layer_scale, name: layer}")
+    assert {key: tuple(value.shape) for key, value in model.state_dict().items()} == {"layer.layer_scale": (6, 1, 1)}
+    assert torch.equal(model.layer.layer_scale, torch.full((6, 1, 1), 1e-6))
+    block = CNBlock(6, layer_scale=0.25, stochastic_depth_prob=0.0)
+    model.load_state_dict({"layer.layer_scale": block.state_dict()["layer_scale"]})
+    x = torch.randn(2, 6, 5, 5)
+    torch.testing.assert_close(model(x), x * 0.25)
+
+
+@pytest.mark.parametrize("mode", ["row", "batch"])
+def test_stochastic_depth_is_the_identity_in_eval_and_drops_whole_inputs_in_training(mode: str):
+    model = one_layer_model(f"{{type: stochastic_depth, name: layer, p: 0.5, mode: {mode}}}")
+    x = torch.rand(64, 6, 5, 5) + 0.1
+    assert torch.equal(model(x), x)
+    model.train()
+    torch.manual_seed(3)
+    y = model(x)
+    kept = (y != 0).flatten(1).all(dim=1)
+    dropped = (y == 0).flatten(1).all(dim=1)
+    assert bool((kept | dropped).all())  # every sample kept whole or dropped whole
+    torch.testing.assert_close(y[kept], x[kept] * 2)  # survivors scaled by 1/(1 - p)
+    if mode == "row":
+        assert 0 < int(kept.sum()) < 64
+    else:
+        assert int(kept.sum()) in (0, 64)
+
+
+def test_channel_shuffle_and_two_slices_are_shufflenet_v2s():
+    from torchvision.models.shufflenetv2 import channel_shuffle
+
+    x = torch.randn(2, 6, 5, 5)
+    torch.testing.assert_close(one_layer_model("{type: channel_shuffle, name: layer, groups: 3}")(x), channel_shuffle(x, 3))
+    first, second = x.chunk(2, dim=1)
+    assert torch.equal(one_layer_model("{type: channel_slice, name: layer, end: 3}")(x), first)
+    assert torch.equal(one_layer_model("{type: channel_slice, name: layer, start: 3}")(x), second)
+    assert torch.equal(one_layer_model("{type: channel_slice, name: layer, start: -4, end: -1}")(x), x[:, -4:-1])
+
+
+def test_mul_gates_a_map_like_torchvisions_squeeze_excitation():
+    from torchvision.ops import SqueezeExcitation
+
+    reference = SqueezeExcitation(8, 2, scale_activation=nn.Hardsigmoid).eval()
+    analysis = analysis_of_text("""
+name: se
+input: {channels: 8, height: 5, width: 5}
+layers:
+  - {type: adaptive_avgpool2d, name: avgpool, output_size: 1}
+  - {type: conv2d, name: fc1, out_channels: 2, kernel_size: 1}
+  - {type: relu, name: activation}
+  - {type: conv2d, name: fc2, out_channels: 8, kernel_size: 1}
+  - {type: hardsigmoid, name: scale_activation}
+  - {type: mul, name: scale, inputs: [input, scale_activation]}
+""")
+    model = build_model(analysis).eval()
+    model.load_state_dict(reference.state_dict())  # the same names: fc1.weight, fc2.bias, ...
+    x = torch.randn(2, 8, 5, 5)
+    torch.testing.assert_close(model(x), reference(x))
+    assert analysis.totals()["params"] == sum(p.numel() for p in reference.parameters())
+    assert_fidelity(analysis, 2)

@@ -161,6 +161,28 @@ specs/invalid/unknown_block.yaml:12:42: error: block 'conv_bn' has no argument '
   expected: one of channels
   hint: did you mean 'channels'?
 2 errors""",
+    # the gate has 8 channels, the map 16
+    "mul_mismatch.yaml": """\
+specs/invalid/mul_mismatch.yaml:10:38: error: mul layer 'scale': needs inputs of equal shape, or a [C, 1, 1] gate with the map's C channels
+   10 |   - {type: mul, name: scale, inputs: [input, gate]}
+      |                                      ^
+  expected: every input [16, 8, 8] or [16, 1, 1]
+  received: input=[16, 8, 8], gate=[8, 1, 1]
+  hint: a squeeze-and-excitation gate is adaptive_avgpool2d with output_size 1, then 1x1 convs back to the map's channels""",
+    # channels 6: slice [6:] is empty; the divisors of 6 are 1, 2, 3, 6
+    "empty_channel_slice.yaml": """\
+specs/invalid/empty_channel_slice.yaml:5:46: error: channel_slice layer 'tail': the slice keeps no channel: [6:] of 6 channels is empty
+    5 |   - {type: channel_slice, name: tail, start: 6}
+      |                                              ^
+  expected: start before end, both within -6..6
+  received: start=6, input=[6, 8, 8]
+specs/invalid/empty_channel_slice.yaml:6:48: error: channel_shuffle layer 'mix': groups=4 does not divide the 6 input channels
+    6 |   - {type: channel_shuffle, name: mix, groups: 4, inputs: [input]}
+      |                                                ^
+  expected: groups dividing 6
+  received: groups=4, input=[6, 8, 8]
+  hint: groups that work here: 1, 2, 3, 6
+2 errors""",
     # pydantic alone said "inputs must have at most 1 item after validation, not 2 (block use)"
     "block_two_inputs.yaml": """\
 specs/invalid/block_two_inputs.yaml:12:43: error: a block use takes one input, got 2

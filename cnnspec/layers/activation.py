@@ -113,3 +113,29 @@ class Softmax(Layer):
         import torch.nn as nn
 
         return nn.Softmax(dim=1)
+
+
+class Hardswish(Layer):
+    """x * relu6(x + 3) / 6 (PyTorch's nn.Hardswish, MobileNetV3's cheap swish)."""
+
+    type: Literal["hardswish"] = "hardswish"
+
+    examples = (Example((4, 5, 5)), Example((6,)))
+
+    def to_torch(self, shapes: list[Shape]) -> Any:
+        import torch.nn as nn
+
+        return nn.Hardswish()
+
+
+class Hardsigmoid(Layer):
+    """relu6(x + 3) / 6 (PyTorch's nn.Hardsigmoid, MobileNetV3's squeeze-and-excitation gate)."""
+
+    type: Literal["hardsigmoid"] = "hardsigmoid"
+
+    examples = (Example((4, 5, 5)), Example((6,)))
+
+    def to_torch(self, shapes: list[Shape]) -> Any:
+        import torch.nn as nn
+
+        return nn.Hardsigmoid()

@@ -1,11 +1,12 @@
-"""Layers where paths meet: add (residual connections) and concat (Inception-style branches)."""
+"""Layers where paths meet: add (residual connections), concat (Inception-style branches) and mul
+(squeeze-and-excitation gating)."""
 
 
 from typing import Any, ClassVar, Literal
 
 from ..errors import LayerError
-from .base import Example, Layer, Shape, fmt, show
-from .receptive_field import ReceptiveField
+from .base import Example, Layer, Shape, fmt, prod, show
+from .receptive_field import Axis, ReceptiveField
 
 
 class _Merge(Layer):
@@ -87,3 +88,61 @@ class Concat(_Merge):
         from .modules import Concat as ConcatModule
 
         return ConcatModule()
+
+
+class Mul(_Merge):
+    """Element-wise product of two or more inputs: equal shapes, or a [C, 1, 1] gate broadcast
+    over a [C, H, W] map (squeeze-and-excitation: x * sigmoid(fc(pool(x))))."""
+
+    type: Literal["mul"] = "mul"
+
+    examples = (
+        Example((4, 5, 5), (4, 1, 1)),
+        Example((3, 4, 6), (3, 4, 6), (3, 4, 6)),
+        Example((5,), (5,)),
+    )
+
+    #: a [C, 1, 1] gate's field (from a global pool: the whole input) is shared by every unit, so
+    #: the union is exact for unit 0 and the largest field, as for adaptive pooling
+    field_depends_on_input_size: ClassVar[bool] = True
+
+    def output_shape(self, shapes: list[Shape]) -> Shape:
+        return max(shapes, key=prod)
+
+    def receptive_field(self, fields, shapes, out):
+        """The union of the inputs' fields at unit 0; the jump is the map's (a broadcast gate has
+        one unit, whatever jump its pooling reports)."""
+        merged = super().receptive_field(fields, shapes, out)
+        if merged is None:
+            return None
+        maps = [field for field, shape in zip(fields, shapes) if shape == out]
+        return ReceptiveField(
+            Axis(merged.height.size, max(f.height.jump for f in maps), merged.height.start),
+            Axis(merged.width.size, max(f.width.jump for f in maps), merged.width.start),
+        )
+
+    def check_inputs(self, shapes: list[Shape], sources: list[str]) -> None:
+        """Every input has the output's shape, or (feature maps) is a [C, 1, 1] gate of its C."""
+        out = max(shapes, key=prod)
+        gate = (out[0], 1, 1) if len(out) == 3 else None
+        if any(shape != out and shape != gate for shape in shapes):
+            raise LayerError(
+                "needs inputs of equal shape, or a [C, 1, 1] gate with the map's C channels",
+                field="inputs",
+                expected=f"every input {show(out)}" + (f" or {show(gate)}" if gate else ""),
+                received=_received(shapes, sources),
+                hint="a squeeze-and-excitation gate is adaptive_avgpool2d with output_size 1, then 1x1 convs "
+                "back to the map's channels",
+            )
+
+    def explain(self, shapes: list[Shape], out: Shape) -> list[str]:
+        products = (len(shapes) - 1) * prod(out)
+        return [
+            f"params = 0; MACs = 0: the MAC convention counts conv2d and linear only "
+            f"(this product is {len(shapes) - 1} * {' * '.join(map(str, out))} = {fmt(products)} multiplies)",
+        ]
+
+    def to_torch(self, shapes: list[Shape]) -> Any:
+        from .modules import Mul as MulModule
+
+        return MulModule()

@@ -1,4 +1,4 @@
-"""batchnorm2d: per-channel normalisation with learnable scale and shift."""
+"""Normalisation and scaling per channel: batchnorm2d, layernorm2d (ConvNeXt) and layer_scale."""
 
 
 from typing import Any, Literal
@@ -44,3 +44,55 @@ class BatchNorm2d(Layer):
         import torch.nn as nn
 
         return nn.BatchNorm2d(shapes[0][0], self.eps, self.momentum, self.affine)
+
+
+class LayerNorm2d(Layer):
+    """LayerNorm over the channels at every position, as torchvision's ConvNeXt LayerNorm2d:
+    y = (x - mean_c(x)) / sqrt(var_c(x) + eps) * weight + bias, mean and (biased) variance over
+    the C values of each pixel; no running statistics. Pointwise in H, W."""
+
+    type: Literal["layernorm2d"] = "layernorm2d"
+    eps: float = Field(1e-6, strict=True, gt=0, description="Added to the variance (1e-6 as torchvision's ConvNeXt).")
+    elementwise_affine: bool = Field(True, description="Learn a scale (weight) and shift (bias) per channel.")
+
+    needs = "feature_map"
+    examples = (Example((4, 5, 5)), Example((3, 2, 6), eps=1e-5, elementwise_affine=False))
+
+    def params(self, shapes: list[Shape]) -> int:
+        return 2 * shapes[0][0] if self.elementwise_affine else 0
+
+    def explain(self, shapes: list[Shape], out: Shape) -> list[str]:
+        channels = shapes[0][0]
+        if not self.elementwise_affine:
+            return ["params = 0 (elementwise_affine: false); normalised over the C values of each pixel"]
+        return [f"params = 2 * C = 2 * {channels} = {fmt(2 * channels)} (weight and bias); "
+                "normalised over the C values of each pixel"]
+
+    def to_torch(self, shapes: list[Shape]) -> Any:
+        from .modules import LayerNorm2d as LayerNorm2dModule
+
+        return LayerNorm2dModule(shapes[0][0], eps=self.eps, elementwise_affine=self.elementwise_affine)
+
+
+class LayerScale(Layer):
+    """A learned scale per channel, y = x * layer_scale with a [C, 1, 1] parameter that starts at
+    init_value (ConvNeXt's CNBlock). The state_dict key is ``<name>.layer_scale``, shape
+    [C, 1, 1], so torchvision's ``features.i.j.layer_scale`` maps onto it one to one."""
+
+    type: Literal["layer_scale"] = "layer_scale"
+    init_value: float = Field(1e-6, strict=True, description="Initial value of every channel's scale.")
+
+    needs = "feature_map"
+    examples = (Example((4, 5, 5)), Example((3, 1, 1), init_value=0.5))
+
+    def params(self, shapes: list[Shape]) -> int:
+        return shapes[0][0]
+
+    def explain(self, shapes: list[Shape], out: Shape) -> list[str]:
+        return [f"params = C = {fmt(shapes[0][0])} (one scale per channel, shape [{shapes[0][0]}, 1, 1]); "
+                "MACs = 0 (the MAC convention counts conv2d and linear only)"]
+
+    def to_torch(self, shapes: list[Shape]) -> Any:
+        from .modules import LayerScale as LayerScaleModule
+
+        return LayerScaleModule(shapes[0][0], self.init_value)

@@ -1,4 +1,4 @@
-"""Layers that reshape or pass data through: flatten, identity, dropout, dropout2d."""
+"""Layers that reshape or pass data through: flatten, identity, dropout, dropout2d, stochastic_depth."""
 
 
 from typing import Any, Literal
@@ -67,3 +67,20 @@ class Dropout2d(Layer):
         import torch.nn as nn
 
         return nn.Dropout2d(self.p)
+
+
+class StochasticDepth(Layer):
+    """torchvision.ops.StochasticDepth: in training, zero the whole input of a sample (mode 'row')
+    or of the whole batch (mode 'batch') with probability p and scale survivors by 1/(1-p); the
+    identity at inference. Put it on a residual branch, before the add."""
+
+    type: Literal["stochastic_depth"] = "stochastic_depth"
+    p: Probability = Field(description="Probability of dropping the input (EfficientNet, ConvNeXt: 0 to about 0.5).")
+    mode: Literal["row", "batch"] = Field("row", description="'row' drops per sample, 'batch' the whole batch at once.")
+
+    examples = (Example((4, 5, 5), p=0.2), Example((6,), p=0.5, mode="batch"))
+
+    def to_torch(self, shapes: list[Shape]) -> Any:
+        from torchvision.ops import StochasticDepth as StochasticDepthModule
+
+        return StochasticDepthModule(self.p, self.mode)
