@@ -17,8 +17,10 @@ A new layer type is enrolled in all of them by its registry line and its example
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -27,7 +29,7 @@ from hypothesis import strategies as st
 
 from cnnspec.analysis import Analysis, analyze
 from cnnspec.compile import build_model
-from cnnspec.layers import LAYER_TYPES, Example
+from cnnspec.layers import LAYER_TYPES, Example, layer_type
 from cnnspec.spec.model import parse_spec
 
 from fidelity import assert_fidelity, field_measurement, measurable_layer, measured_extent, positive_weights
@@ -100,6 +102,19 @@ def test_every_registered_type_has_examples():
     missing = [kind for kind, cls in LAYER_TYPES.items() if not cls.examples]
     assert not missing, f"give these layer classes an `examples` tuple: {missing}"
     assert len(CASES) >= 2 * len(LAYER_TYPES) - 2  # most types show more than one field set
+
+
+def test_every_layer_class_in_the_folder_is_registered():
+    """A class with a type name in cnnspec/layers/*.py that lacks its registry line fails here."""
+    folder = Path(__file__).resolve().parents[1] / "cnnspec" / "layers"
+    defined = {}
+    for path in sorted(folder.glob("*.py")):
+        if path.stem in ("__init__", "modules"):  # modules.py: the torch modules
+            continue
+        module = importlib.import_module(f"cnnspec.layers.{path.stem}")
+        defined.update({layer_type(value): value for value in vars(module).values()
+                        if layer_type(value) and value.__module__ == module.__name__})
+    assert defined == LAYER_TYPES
 
 
 def test_examples_spell_only_their_own_fields():

@@ -1,34 +1,54 @@
-"""The layer registry: type name -> layer class. Adding a layer type is one class plus one line here."""
+"""The layer registry: type name -> layer class.
 
+Adding a layer type is one class (its own file) plus one line here: each import line below
+registers the layer classes it names, in the order written, which is the order of
+``cnnspec layers`` and of README's layer reference. Nothing else lists layer types.
+"""
+# isort: skip_file
+# ruff: noqa: F401 (the imports below are the registry: they are used by being bound)
 
-from .activation import GELU, Hardsigmoid, Hardswish, LeakyReLU, ReLU, ReLU6, SiLU, Sigmoid, Softmax, Tanh
+from typing import Any
+
 from .base import Example, Layer, Shape
-from .channels import ChannelShuffle, ChannelSlice
+from .receptive_field import ReceptiveField
+
+# -- the registry: one line per layer file --------------------------------------------------------
 from .conv import Conv2d
 from .linear import Linear
-from .merge import Add, Concat, Mul
+from .pooling import MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, GlobalAvgPool
 from .norm import BatchNorm2d, LayerNorm2d, LayerScale
-from .pooling import AdaptiveAvgPool2d, AvgPool2d, GlobalAvgPool, MaxPool2d
-from .receptive_field import ReceptiveField
-from .shape import Dropout, Dropout2d, Flatten, Identity, StochasticDepth
+from .shape import Dropout, Dropout2d, StochasticDepth
+from .activation import ReLU, ReLU6, LeakyReLU, Sigmoid, Tanh, GELU, SiLU, Hardswish, Hardsigmoid, Softmax
+from .shape import Flatten, Identity
+from .channels import ChannelShuffle, ChannelSlice
+from .merge import Add, Concat, Mul
+# -------------------------------------------------------------------------------------------------
+
+
+def layer_type(value: Any) -> str | None:
+    """The ``type`` name of a concrete layer class (``type: Literal["x"] = "x"``), else None."""
+    if not (isinstance(value, type) and issubclass(value, Layer)):
+        return None
+    name = value.model_fields["type"].default
+    return name if isinstance(name, str) else None
+
 
 LAYER_TYPES: dict[str, type[Layer]] = {}
 
 
 def register(cls: type[Layer]) -> type[Layer]:
     """Enrol a layer class under its ``type``; a duplicate name is a programming error."""
-    name = cls.model_fields["type"].default
-    if name in LAYER_TYPES:
+    name = layer_type(cls)
+    if name is None:
+        raise ValueError(f"{cls.__name__} has no type name: declare type: Literal['name'] = 'name'")
+    if LAYER_TYPES.get(name, cls) is not cls:
         raise ValueError(f"layer type {name!r} is registered twice")
     LAYER_TYPES[name] = cls
     return cls
 
 
-for _cls in (
-    Conv2d, Linear, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, GlobalAvgPool, BatchNorm2d, LayerNorm2d, LayerScale,
-    Dropout, Dropout2d, StochasticDepth, ReLU, ReLU6, LeakyReLU, Sigmoid, Tanh, GELU, SiLU, Hardswish, Hardsigmoid,
-    Softmax, Flatten, Identity, ChannelShuffle, ChannelSlice, Add, Concat, Mul,
-):
-    register(_cls)
+for _value in list(globals().values()):  # binding order = the order of the import lines
+    if layer_type(_value) is not None:
+        register(_value)
 
-__all__ = ["Example", "LAYER_TYPES", "Layer", "ReceptiveField", "Shape", "register"]
+__all__ = ["Example", "LAYER_TYPES", "Layer", "ReceptiveField", "Shape", "layer_type", "register"]
