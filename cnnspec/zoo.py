@@ -42,6 +42,28 @@ ZOO: tuple[ZooModel, ...] = (
 )
 
 
+def randomize_normalization(model: Any, seed: int) -> None:
+    """Non-trivial normalisation and biases for a function check: random BatchNorm running
+    statistics, random scales of BatchNorm and LayerNorm, random biases everywhere (torchvision
+    starts them at 0, 1, 1, 0 and zero biases, which would hide a swapped mean and variance or a
+    dropped bias)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                channels = module.num_features
+                module.running_mean.copy_(torch.randn(channels, generator=generator) * 0.1)
+                module.running_var.copy_(torch.rand(channels, generator=generator) * 0.5 + 0.75)
+            weight = getattr(module, "weight", None)
+            if isinstance(module, (torch.nn.modules.batchnorm._BatchNorm, torch.nn.LayerNorm)) and weight is not None:
+                weight.copy_(torch.rand(weight.shape, generator=generator) * 0.5 + 0.75)
+            bias = getattr(module, "bias", None)
+            if isinstance(bias, torch.nn.Parameter):
+                bias.copy_(torch.randn(bias.shape, generator=generator) * 0.1)
+
+
 def build_torchvision(entry: ZooModel) -> Any:
     """torchvision's model for ``entry``, untrained (weights=None), in eval mode."""
     import torchvision
