@@ -2,9 +2,10 @@
 
 For people, not programs: ``curl -F file=@digit.png http://127.0.0.1:8000/v2/models/simple_cnn/classify?k=3``
 or ``curl --data-binary @digit.png -H 'Content-Type: image/png' ...``. Preprocessing comes from the
-model's ONNX metadata through ``cnnspec.deploy.images`` (the same code ``cnnspec predict`` uses), the
-image then goes through the model's batcher like any other request, and the logits are turned into
-probabilities with a softmax.
+model card in its ONNX metadata (``cnnspec.deploy.model_card``, read exactly as ``cnnspec predict``
+reads it), the image then goes through the model's batcher like any other request, and the output
+becomes probabilities as the card's ``outputs`` says: softmax of logits, or as they are when the
+spec already ends in softmax.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from typing import Any
 import numpy as np
 from starlette.requests import Request
 
-from cnnspec.deploy.images import ImageError, Preprocessing, labels_from_metadata, softmax, to_array, top_k
+from cnnspec.deploy.images import ImageError, Preprocessing, to_array, top_k
+from cnnspec.deploy.model_card import ModelCard, ModelCardError
 
 from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from .model import ModelVersion
 from .repository import ModelEntry
 from .settings import ServeSettings
 
@@ -31,33 +34,33 @@ async def classify_upload(request: Request, body: bytes, entry: ModelEntry, vers
     k = _top_k_parameter(request.query_params.get("k", "5"))
     image = await _image_bytes(request, body, settings.max_body_bytes)
     model = entry.resolve(version).model
-    try:
-        preprocessing = Preprocessing.from_metadata(model.metadata)
-    except ImageError as error:
-        raise BadRequest(f"model '{model.name}' cannot classify images: {error}; use /infer with tensors") from None
-    array = await asyncio.to_thread(decode, image, preprocessing, settings.max_image_pixels)
+    card = _card(model)
+    array = await asyncio.to_thread(decode, image, card.preprocessing, settings.max_image_pixels)
     loaded = entry.resolve(version)  # again after the await: a reload may have swapped versions
     model = loaded.model
+    card = _card(model)
     spec = model.inputs[0]
     feed = array if len(spec.shape) == array.ndim else array[0]
     outputs = await loaded.batcher.submit({spec.name: feed}, 1)
-    probabilities = softmax(np.asarray(outputs[0]).reshape(1, -1))
-    labels = list(model.labels) or _metadata_labels(model.metadata)
+    index = next((i for i, o in enumerate(model.outputs) if o.name == card.output_name), 0)
+    probabilities = card.probabilities(np.asarray(outputs[index]).reshape(1, -1))
+    labels = list(model.labels) or list(card.labels)
     return {"model_name": model.name, "model_version": str(model.version),
             "predictions": top_k(probabilities, labels, k)[0]}
+
+
+def _card(model: ModelVersion) -> ModelCard:
+    """The model card in the version's ONNX metadata; a model without one cannot take images."""
+    try:
+        return ModelCard.from_metadata(model.metadata)
+    except ModelCardError as error:
+        raise BadRequest(f"model '{model.name}' cannot classify images: {error}; use /infer with tensors") from None
 
 
 def _top_k_parameter(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or len(text) > 9 or int(text) < 1:
         raise BadRequest(f"query parameter k must be a positive integer, got {text!r}")
     return int(text)
-
-
-def _metadata_labels(metadata: dict[str, str]) -> list[str]:
-    try:
-        return labels_from_metadata(metadata)
-    except ImageError:
-        return []
 
 
 async def _image_bytes(request: Request, body: bytes, limit: int) -> bytes:

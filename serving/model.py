@@ -7,7 +7,6 @@ event loop on small machines); intra-op threads come from the settings (default 
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,13 +157,3 @@ def _tensor_specs(model: str, kind: str, declared: tuple[TensorConfig, ...], act
         specs.append(TensorSpec(tensor.name, tensor.datatype, shape, labels if tensor.label_filename else ()))
     return tuple(specs)
 
-
-def metadata_json(version: ModelVersion, key: str, default: Any) -> Any:
-    """A JSON-valued ``cnnspec.*`` ONNX metadata entry, or ``default`` when absent or unreadable."""
-    text = version.metadata.get(f"cnnspec.{key}")
-    if text is None:
-        return default
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text

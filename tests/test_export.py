@@ -25,7 +25,7 @@ from cnnspec.cli import main
 from cnnspec.train.data import dataset_info, load_split, normalize
 from cnnspec.errors import CnnspecError
 from cnnspec.export.pipeline import ExportOptions, build, export, load_run
-from cnnspec.deploy.images import METADATA_KEYS
+from cnnspec.deploy.model_card import METADATA_KEYS, ModelCard
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPECS = REPO_ROOT / "specs"
@@ -199,6 +199,10 @@ def test_metadata_lets_a_server_preprocess(exported: dict) -> None:
     metrics = [json.loads(line) for line in (exported["run"] / "metrics.jsonl").read_text().splitlines()]
     assert float(meta["cnnspec.eval_accuracy"]) == pytest.approx(metrics[-1]["eval_accuracy"])
     assert (meta["cnnspec.input_name"], meta["cnnspec.output_name"]) == ("input", "logits")
+    assert (meta["cnnspec.outputs"], meta["cnnspec.quantization"], meta["cnnspec.epoch"]) == ("logits", "none", "1")
+    card = ModelCard.from_metadata(meta)  # what predict and serving read back
+    assert card.to_metadata() == {key: meta[key] for key in METADATA_KEYS}
+    assert (card.input_shape, card.labels, card.epoch) == ((1, 28, 28), tuple(str(d) for d in range(10)), 1)
 
 
 def test_config_pbtxt_parses_with_tritons_schema(exported: dict) -> None:

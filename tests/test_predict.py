@@ -1,5 +1,7 @@
-"""cnnspec predict and cnnspec.deploy.images: real digit images in odd sizes and modes, preprocessed from
-the exported model's metadata alone, classified by onnxruntime; bad inputs give clear errors."""
+"""cnnspec predict, cnnspec.deploy.images and the model card: real digit images in odd sizes and modes,
+preprocessed from the exported model's card alone, classified by onnxruntime; bad inputs give clear
+errors; predict and the service's /classify give the same probabilities whether or not the spec
+ends in softmax."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from PIL import Image
 from cnnspec.cli import main
 from cnnspec.train.data import dataset_info, load_split, normalize
 from cnnspec.deploy.images import ImageError, Preprocessing, normalize_pixels, preprocess, softmax
+from cnnspec.deploy.model_card import METADATA_KEYS, ModelCard, ModelCardError
 from cnnspec.deploy.predict import Predictor, resolve_model
 from cnnspec.deploy.repository import RepositoryError
 from test_export import run_cli, train_simple_cnn
@@ -153,12 +156,19 @@ def test_bad_inputs_to_predict(repo: Path, digit_files: list[tuple[Path, int]], 
     not_an_image.write_text("hello")
     broken_model = tmp_path / "broken.onnx"
     broken_model.write_bytes(b"\x08\x07garbage")
+    import onnx
+
+    bare = onnx.load(repo / "simple_cnn" / "1" / "model.onnx")
+    del bare.metadata_props[:]  # a valid graph without a model card
+    bare_model = tmp_path / "bare.onnx"
+    onnx.save(bare, bare_model)
     cases = [
         (["predict", repo, "--model", "resnet", good], "no model 'resnet' in repository"),
         (["predict", tmp_path / "nowhere", good], "no model file or model repository at"),
         (["predict", repo, not_an_image], "is not a readable image"),
         (["predict", repo, tmp_path / "missing.png"], "no image file at"),
         (["predict", broken_model, good], "onnxruntime cannot load the model"),
+        (["predict", bare_model, good], "model metadata has no 'cnnspec.spec_name', 'cnnspec.spec_hash'"),
     ]
     for args, message in cases:
         code, out, err = run_cli(args, capsys)
@@ -186,3 +196,129 @@ def test_predictor_api(repo: Path, digit_files: list[tuple[Path, int]]) -> None:
     assert probabilities.shape == (4, 10)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     assert predictor.labels == [str(d) for d in range(10)]
+
+
+# --- the model card ------------------------------------------------------------------------------
+
+CONTRACT_KEYS = [  # the names every exported model carries; changing one breaks models already out there
+    "cnnspec.spec_name", "cnnspec.spec_hash", "cnnspec.spec", "cnnspec.labels", "cnnspec.input_shape",
+    "cnnspec.mean", "cnnspec.std", "cnnspec.color_mode", "cnnspec.dataset", "cnnspec.version",
+    "cnnspec.eval_accuracy", "cnnspec.input_name", "cnnspec.output_name", "cnnspec.quantization",
+    "cnnspec.outputs", "cnnspec.epoch",
+]
+CARD = {**METADATA, "cnnspec.spec_name": "s", "cnnspec.spec_hash": "0" * 64, "cnnspec.spec": "name: s\n",
+        "cnnspec.labels": json.dumps([str(d) for d in range(10)]), "cnnspec.dataset": "mnist",
+        "cnnspec.version": "0.1.0", "cnnspec.eval_accuracy": "", "cnnspec.input_name": "input",
+        "cnnspec.output_name": "logits", "cnnspec.quantization": "none", "cnnspec.outputs": "logits",
+        "cnnspec.epoch": ""}
+
+
+def test_model_card_keys_are_the_contract() -> None:
+    assert list(METADATA_KEYS) == CONTRACT_KEYS
+    assert sorted(CARD) == sorted(CONTRACT_KEYS)
+
+
+def test_model_card_round_trips_and_reads_outputs() -> None:
+    card = ModelCard.from_metadata(CARD)
+    assert card.to_metadata() == CARD
+    assert (card.eval_accuracy, card.epoch, card.mean, card.input_shape) == (None, None, (0.1307,), (1, 28, 28))
+    scores = np.array([[2.0, 1.0, 0.0]], dtype=np.float32)
+    by_hand = np.exp(scores) / np.exp(scores).sum()
+    np.testing.assert_allclose(card.probabilities(scores), by_hand, rtol=1e-6)  # logits: softmax
+    as_probabilities = ModelCard.from_metadata({**CARD, "cnnspec.outputs": "probabilities"})
+    np.testing.assert_array_equal(as_probabilities.probabilities(by_hand), by_hand)  # kept as they are
+    later = ModelCard.from_metadata({**CARD, "cnnspec.eval_accuracy": "0.975", "cnnspec.epoch": "3"})
+    assert (later.eval_accuracy, later.epoch) == (0.975, 3)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"cnnspec.outputs": "logit"}, "cnnspec.outputs must be one of 'logits', 'probabilities'; got 'logit'"),
+    ({"cnnspec.quantization": "int4"}, "cnnspec.quantization must be one of 'none', 'dynamic-int8', 'static-int8'"),
+    ({"cnnspec.labels": "[1, 2]"}, "cnnspec.labels must be a JSON list of strings; got [1, 2]"),
+    ({"cnnspec.epoch": "three"}, "cnnspec.epoch must be an integer or empty; got 'three'"),
+    ({"cnnspec.eval_accuracy": "nan"}, "cnnspec.eval_accuracy must be a number or empty; got 'nan'"),
+    ({"cnnspec.output_name": ""}, "cnnspec.output_name is empty"),
+    ({"cnnspec.std": "[-1]"}, "cnnspec.std must be positive"),
+])
+def test_bad_model_card_is_explained(change: dict, message: str) -> None:
+    with pytest.raises(ModelCardError) as error:
+        ModelCard.from_metadata({**CARD, **change})
+    assert message in str(error.value)
+
+
+def test_model_card_names_every_missing_key() -> None:
+    partial = {k: v for k, v in CARD.items() if k not in ("cnnspec.outputs", "cnnspec.epoch")}
+    with pytest.raises(ModelCardError, match="has no 'cnnspec.outputs', 'cnnspec.epoch'; was the model exported"):
+        ModelCard.from_metadata(partial)
+
+
+# --- /classify and predict agree, with and without a final softmax (issue 8's defect) -------------
+
+@pytest.fixture(scope="module")
+def twin_repo(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained SimpleCNN exported twice: as trained (it outputs logits) and, as
+    simple_cnn_softmax, the same weights under its spec plus a final softmax layer (which has no
+    weights), so both models must give the same probabilities for any image."""
+    import shutil
+
+    import cnnspec
+    from cnnspec.train.checkpoint import load_checkpoint, save_checkpoint
+
+    twins = tmp_path_factory.mktemp("twins") / "model_repository"
+    shutil.copytree(repo, twins)
+    payload = load_checkpoint(train_simple_cnn(tmp_path_factory.getbasetemp()) / "best.pt")
+    last = "  - {type: linear, name: fc2, out_features: 10}\n"
+    text = payload["spec_text"].replace("name: simple_cnn\n", "name: simple_cnn_softmax\n", 1)
+    text = text.replace(last, last + "  - {type: softmax, name: probabilities}\n")
+    spec = cnnspec.parse_spec(text)
+    assert [node.layer.type for node in spec.nodes][-2:] == ["linear", "softmax"]
+    run = tmp_path_factory.mktemp("softmax_run")
+    save_checkpoint(run / "best.pt", {**payload, "spec_text": text, "spec_hash": spec.hash, "spec_name": spec.name})
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["export", str(run), "--repo", str(twins), "--samples", "9"]) in (0, None)
+    return twins
+
+
+def classify(repository: Path, model: str, image: bytes) -> dict[int, float]:
+    """POST the image to the real service app's /classify (in process, over ASGI); index -> probability."""
+    import asyncio
+
+    import httpx
+
+    from serving.app import ServingApp
+    from serving.settings import ServeSettings
+
+    async def run() -> httpx.Response:
+        app = ServingApp(ServeSettings(model_repository=repository, intra_op_threads=1))
+        await app.startup()
+        try:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://serving") as client:
+                return await client.post(f"/v2/models/{model}/classify?k=10", content=image,
+                                         headers={"Content-Type": "image/png"})
+        finally:
+            await app.shutdown()
+
+    answer = asyncio.run(run())
+    assert answer.status_code == 200, answer.text
+    return {p["index"]: p["probability"] for p in answer.json()["predictions"]}
+
+
+@pytest.mark.parametrize("model", ["simple_cnn", "simple_cnn_softmax"])
+def test_classify_and_predict_agree_whether_or_not_the_spec_ends_in_softmax(
+        twin_repo: Path, digit_files: list[tuple[Path, int]], model: str) -> None:
+    import onnxruntime as ort
+
+    path, label = digit_files[0]  # a 28x28 grey PNG, as trained
+    logits_model = ort.InferenceSession(str(twin_repo / "simple_cnn" / "1" / "model.onnx"))
+    logits = logits_model.run(None, {"input": preprocess(path, METADATA)})[0][0].astype(np.float64)
+    expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    # a confident answer: a second softmax over 10 classes could not exceed e / (e + 9) = 23%
+    assert expected.argmax() == label and expected.max() > 0.5
+
+    raw = ort.InferenceSession(str(twin_repo / model / "1" / "model.onnx")).run(None, {"input": preprocess(path, METADATA)})[0][0]
+    if model == "simple_cnn_softmax":
+        np.testing.assert_allclose(raw, expected, atol=1e-5)  # the graph itself outputs probabilities
+    predicted = Predictor.load(resolve_model(twin_repo, model)).probabilities([path])[0]
+    served = classify(twin_repo, model, path.read_bytes())
+    np.testing.assert_allclose(predicted, expected, atol=1e-5)
+    np.testing.assert_allclose([served[i] for i in range(10)], expected, atol=1e-5)

@@ -1,12 +1,12 @@
 """Turning a raw image into the tensor an exported model expects, from the model's metadata alone.
 
 Torch-free (PIL + numpy) so the inference service can import it. An exported ``model.onnx`` carries
-string ``metadata_props`` (see ``METADATA_KEYS``); ``Preprocessing.from_metadata`` reads the ones
-that matter here and ``preprocess`` applies them:
+a model card in its ``metadata_props`` (cnnspec.deploy.model_card); its ``preprocessing`` says what
+``preprocess`` does:
 
     1. decode (PNG/JPEG/...), apply the EXIF orientation;
-    2. convert to ``cnnspec.color_mode`` ("L" grey or "RGB"; alpha is dropped, palettes expanded);
-    3. resize to (W, H) of ``cnnspec.input_shape`` with PIL's bilinear filter (skipped when the size
+    2. convert to the card's ``color_mode`` ("L" grey or "RGB"; alpha is dropped, palettes expanded);
+    3. resize to (W, H) of the card's ``input_shape`` with PIL's bilinear filter (skipped when the size
        already matches, so a 28x28 digit reaches the model byte for byte as in training);
     4. x = pixel / 255 as float32, then x = (x - mean[c]) / std[c] per channel;
     5. lay out as NCHW with N = 1 (``preprocess_batch`` stacks several images).
@@ -18,8 +18,6 @@ the dataset's mean and std), so a served image is seen the way the training imag
 from __future__ import annotations
 
 import io
-import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence, Union
@@ -28,13 +26,6 @@ import numpy as np
 
 from ..errors import CnnspecError
 
-PREFIX = "cnnspec."
-# Every metadata_props key an exported model carries; values are strings, JSON where structured.
-METADATA_KEYS = (
-    "cnnspec.spec_name", "cnnspec.spec_hash", "cnnspec.spec", "cnnspec.labels", "cnnspec.input_shape",
-    "cnnspec.mean", "cnnspec.std", "cnnspec.color_mode", "cnnspec.dataset", "cnnspec.version",
-    "cnnspec.eval_accuracy", "cnnspec.input_name", "cnnspec.output_name",
-)
 COLOR_MODES = {1: "L", 3: "RGB"}
 
 ImageSource = Union[bytes, bytearray, str, Path, "PIL.Image.Image"]  # noqa: F821 (PIL imported lazily)
@@ -57,38 +48,14 @@ class Preprocessing:
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, str]) -> "Preprocessing":
-        """Read ``cnnspec.input_shape``, ``cnnspec.color_mode``, ``cnnspec.mean`` and ``cnnspec.std``."""
-        shape = _json_field(metadata, "cnnspec.input_shape")
-        mean = _json_field(metadata, "cnnspec.mean")
-        std = _json_field(metadata, "cnnspec.std")
-        if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(v, int) and v > 0 for v in shape)):
-            raise ImageError(f"model metadata cnnspec.input_shape must be [C, H, W] of positive integers; got {shape!r}")
-        channels, height, width = shape
-        mode = metadata.get("cnnspec.color_mode") or COLOR_MODES.get(channels, "")
-        if COLOR_MODES.get(channels) != mode:
-            raise ImageError(
-                f"model metadata cnnspec.color_mode={mode!r} does not fit {channels} input channel(s); "
-                "expected 'L' for 1 channel or 'RGB' for 3")
-        for name, values in (("mean", mean), ("std", std)):
-            if not (isinstance(values, list) and len(values) == channels
-                    and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)):
-                raise ImageError(f"model metadata cnnspec.{name} must list {channels} number(s); got {values!r}")
-        if any(v <= 0 for v in std):
-            raise ImageError(f"model metadata cnnspec.std must be positive; got {std!r}")
-        return cls(mode, channels, height, width, tuple(map(float, mean)), tuple(map(float, std)))
+        """The preprocessing part of a model card (cnnspec.deploy.model_card.read_preprocessing)."""
+        from .model_card import read_preprocessing
+
+        return read_preprocessing(metadata)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return (self.channels, self.height, self.width)
-
-
-def _json_field(metadata: Mapping[str, str], key: str) -> Any:
-    if key not in metadata:
-        raise ImageError(f"model metadata has no '{key}'; was the model exported by cnnspec export?")
-    try:
-        return json.loads(metadata[key])
-    except (TypeError, ValueError):
-        raise ImageError(f"model metadata '{key}' is not valid JSON: {metadata[key]!r}") from None
 
 
 def load_image(source: ImageSource) -> "PIL.Image.Image":  # noqa: F821
@@ -180,10 +147,3 @@ def top_k(probabilities: np.ndarray, labels: Sequence[str], k: int) -> list[list
                       "probability": float(row[i])} for i in order])
     return rows
 
-
-def labels_from_metadata(metadata: Mapping[str, str]) -> list[str]:
-    """The class names stored in ``cnnspec.labels`` (JSON list of str)."""
-    labels = _json_field(metadata, "cnnspec.labels")
-    if not (isinstance(labels, list) and all(isinstance(label, str) for label in labels)):
-        raise ImageError(f"model metadata cnnspec.labels must be a JSON list of strings; got {labels!r}")
-    return labels

@@ -2,8 +2,9 @@
 
 ``MODEL_OR_REPO`` may be a model.onnx file, a model folder (``MODEL_REPO/<name>``, highest version
 unless ``--version``) or a repository (``--model NAME``, optional when it holds one model). Each
-image is preprocessed from the model's own metadata (cnnspec.images) and the top-k classes are
-reported with softmax probabilities ``p_i = exp(z_i) / sum_j exp(z_j)`` of the logits.
+image is preprocessed as the model's card says (cnnspec.deploy.model_card) and the top-k classes are
+reported with probabilities: softmax ``p_i = exp(z_i) / sum_j exp(z_j)`` of logits, or the model's
+own output when the card says it already holds probabilities (a spec ending in softmax).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import CnnspecError
-from .images import ImageSource, Preprocessing, labels_from_metadata, preprocess_batch, softmax, top_k
+from .images import ImageSource, Preprocessing, preprocess_batch, top_k
+from .model_card import ModelCard, ModelCardError
 from .repository import CONFIG_FILENAME, MODEL_FILENAME, find_model, versions
 from .sessions import SessionError, new_session
 
@@ -43,13 +45,11 @@ def resolve_model(target: str | Path, name: str | None = None, version: int | No
 
 @dataclass
 class Predictor:
-    """An onnxruntime session plus what its metadata says about inputs and labels."""
+    """An onnxruntime session plus the model card its metadata holds."""
 
     path: Path
     session: Any
-    metadata: dict[str, str]
-    preprocessing: Preprocessing
-    labels: list[str]
+    card: ModelCard
 
     @classmethod
     def load(cls, path: str | Path, threads: int = 1) -> "Predictor":
@@ -61,16 +61,26 @@ class Predictor:
             raise PredictError(f"{path}: {exc}") from None
         except OSError as exc:
             raise PredictError(f"cannot read {path}: {exc.strerror or exc}") from None
-        metadata = dict(session.get_modelmeta().custom_metadata_map)
-        return cls(path, session, metadata, Preprocessing.from_metadata(metadata), labels_from_metadata(metadata))
+        try:
+            card = ModelCard.from_metadata(session.get_modelmeta().custom_metadata_map)
+        except ModelCardError as exc:
+            raise PredictError(f"{path}: {exc}") from None
+        return cls(path, session, card)
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.card.preprocessing
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.card.labels)
 
     def probabilities(self, images: Sequence[ImageSource]) -> Any:
-        """Class probabilities [N, K] for raw images (files, bytes or PIL images)."""
+        """Class probabilities [N, K] for raw images (files, bytes or PIL images), as the card's
+        ``outputs`` says: softmax of logits, or the model's own probabilities."""
         batch = preprocess_batch(images, self.preprocessing)
-        name = self.metadata.get("cnnspec.input_name", "input")
-        output = self.metadata.get("cnnspec.output_name", "logits")
-        scores = self.session.run([output], {name: batch})[0]
-        return scores if self.metadata.get("cnnspec.outputs") == "probabilities" else softmax(scores)
+        scores = self.session.run([self.card.output_name], {self.card.input_name: batch})[0]
+        return self.card.probabilities(scores)
 
     def predict(self, images: Sequence[ImageSource], k: int = 3) -> list[list[dict[str, Any]]]:
         """Per image, the top-k {index, label, probability}, most probable first."""

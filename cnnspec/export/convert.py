@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from typing import Any, Sequence
 
 from .. import __version__
 from ..deploy.images import COLOR_MODES
+from ..deploy.model_card import ModelCard
 from . import ExportError
 from .run import TrainedRun
 
@@ -17,35 +17,29 @@ MIN_OPSET = 18  # the dynamo exporter's own; its down-conversion to 17 fails for
 MAX_PROTO_BYTES = 2**31 - 1  # protobuf's limit for a single serialised model
 
 
-def metadata_for(run: TrainedRun, quantization: str = "none") -> dict[str, str]:
-    """The ``metadata_props`` of an exported model: every key of cnnspec.images.METADATA_KEYS plus
-    ``cnnspec.quantization``, ``cnnspec.outputs`` ("logits", or "probabilities" when the spec ends
-    in softmax) and ``cnnspec.epoch``."""
+def card_for(run: TrainedRun, quantization: str = "none") -> ModelCard:
+    """The model card of an exported run: preprocessing from the checkpoint's dataset (one mean/std
+    per input channel), labels, and ``outputs`` "probabilities" when the spec's last layer produces
+    them (softmax), else "logits"."""
     shape = [int(v) for v in run.spec.input.shape]
     dataset = run.dataset
     mean = [float(v) for v in dataset.get("mean") or [0.0]]
     std = [float(v) for v in dataset.get("std") or [1.0]]
     if len(mean) == 1 and shape[0] > 1:
         mean, std = mean * shape[0], std * shape[0]
-    accuracy = run.eval_accuracy
-    return {
-        "cnnspec.spec_name": run.spec.name,
-        "cnnspec.spec_hash": run.spec.hash,
-        "cnnspec.spec": run.spec.text,
-        "cnnspec.labels": json.dumps(run.labels),
-        "cnnspec.input_shape": json.dumps(shape),
-        "cnnspec.mean": json.dumps(mean),
-        "cnnspec.std": json.dumps(std),
-        "cnnspec.color_mode": COLOR_MODES.get(shape[0], ""),
-        "cnnspec.dataset": str(dataset.get("name") or ""),
-        "cnnspec.version": __version__,
-        "cnnspec.eval_accuracy": "" if accuracy is None else repr(accuracy),
-        "cnnspec.input_name": "input",
-        "cnnspec.output_name": "logits",
-        "cnnspec.quantization": quantization,
-        "cnnspec.outputs": "probabilities" if run.spec.nodes[-1].layer.produces_probabilities else "logits",
-        "cnnspec.epoch": str(run.payload.get("epoch", "")),
-    }
+    epoch = run.payload.get("epoch")
+    return ModelCard(
+        spec_name=run.spec.name, spec_hash=run.spec.hash, spec_text=run.spec.text, labels=tuple(run.labels),
+        input_shape=tuple(shape), mean=tuple(mean), std=tuple(std), color_mode=COLOR_MODES.get(shape[0], ""),
+        dataset=str(dataset.get("name") or ""), cnnspec_version=__version__, eval_accuracy=run.eval_accuracy,
+        input_name="input", output_name="logits", quantization=quantization,
+        outputs="probabilities" if run.spec.nodes[-1].layer.produces_probabilities else "logits",
+        epoch=epoch if isinstance(epoch, int) else None)
+
+
+def metadata_for(run: TrainedRun, quantization: str = "none") -> dict[str, str]:
+    """The cnnspec ``metadata_props`` of an exported model: its card (cnnspec.deploy.model_card)."""
+    return card_for(run, quantization).to_metadata()
 
 
 def to_onnx(model: Any, input_shape: Sequence[int], opset: int = OPSET) -> Any:

@@ -13,8 +13,8 @@ Pipeline (nothing is written until every check has passed):
    removed) and it emits the same plain Conv/Relu/MaxPool/Gemm graph, which onnxruntime still fuses
    (Conv+Relu, NCHWc layouts, Gemm+Relu). Weights are embedded in model.onnx (the dynamo path's
    ``model.onnx.data`` side file would break a repository that copies only model.onnx).
-3. metadata: the ``cnnspec.*`` ``metadata_props`` (cnnspec.images.METADATA_KEYS) that let a server
-   preprocess a raw image from the file alone.
+3. metadata: the model card (cnnspec.deploy.model_card) in ``metadata_props``, which lets predict
+   and the server preprocess a raw image and read the output from the file alone.
 4. checks: ``onnx.checker.check_model(full_check=True)``, strict ``onnx.shape_inference``; the
    inferred output shape must be [batch, *static analysis output shape].
 5. verification: onnxruntime vs PyTorch on random inputs and on real test-split images, at batch 1
