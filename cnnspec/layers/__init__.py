@@ -19,6 +19,7 @@ from .pooling import MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, GlobalAvgPool
 from .norm import BatchNorm2d, LayerNorm2d, LayerScale
 from .shape import Dropout, Dropout2d, StochasticDepth
 from .activation import ReLU, ReLU6, LeakyReLU, Sigmoid, Tanh, GELU, SiLU, Hardswish, Hardsigmoid, Softmax
+from .elu import ELU
 from .shape import Flatten, Identity
 from .channels import ChannelShuffle, ChannelSlice
 from .merge import Add, Concat, Mul
