@@ -68,9 +68,18 @@ class CompiledModel(nn.Module):
 
     @property
     def unused_layers(self) -> list[str]:
-        """Layers whose output nothing reads (dead branches): their parameters get no gradient, so
-        DistributedDataParallel needs ``find_unused_parameters=True`` when this is not empty."""
+        """Layers whose output nothing reads (the ends of dead branches)."""
         return [step.name for step in self.plan if step.name in step.release]
+
+    @property
+    def dead_layers(self) -> list[str]:
+        """Every layer the output does not depend on: the unread layers and those feeding only
+        them, in execution order. They run, but their parameters never get a gradient."""
+        live = {self.output_name}
+        for step in reversed(self.plan):
+            if step.name in live:
+                live.update(step.inputs)
+        return [step.name for step in self.plan if step.name not in live]
 
     def example_input(self, batch_size: int = 1) -> torch.Tensor:
         """A zero tensor of the spec's input shape on the model's device and dtype (for tracing)."""

@@ -381,3 +381,44 @@ def test_ddp_with_two_cpu_processes(spec_file: Path, tmp_path: Path) -> None:
     assert record["eval_images"] == 1000   # the full test split, each image once
     assert record["eval_accuracy"] > 0.5
     assert load_checkpoint(out / "last.pt")["world_size"] == 2
+
+
+# A dead branch: probe and probe_bn read relu1, nobody reads probe_bn (analyze warns, and accepts it).
+DEAD_BRANCH_SPEC = TINY_SPEC.replace("name: tiny_cnn", "name: dead_branch").replace(
+    "  - {type: maxpool2d, name: pool1, kernel_size: 2}\n",
+    "  - {type: conv2d, name: probe, out_channels: 4, kernel_size: 1}\n"
+    "  - {type: batchnorm2d, name: probe_bn}\n"
+    "  - {type: maxpool2d, name: pool1, kernel_size: 2, inputs: [relu1]}\n")
+
+
+def test_ddp_searches_for_unused_parameters_only_when_a_dead_branch_has_trainable_ones() -> None:
+    from cnnspec.compile import build_model
+    from cnnspec.spec.model import parse_spec
+    from cnnspec.train.distributed import has_dead_parameters
+
+    with pytest.warns(Warning, match="layer 'probe_bn' is never read"):
+        dead = build_model(parse_spec(DEAD_BRANCH_SPEC, "dead.yaml"))
+    assert dead.dead_layers == ["probe", "probe_bn"] and dead.unused_layers == ["probe_bn"]
+    assert has_dead_parameters(dead)
+    dead.probe.requires_grad_(False), dead.probe_bn.requires_grad_(False)
+    assert not has_dead_parameters(dead)  # frozen dead layers expect no gradient
+    healthy = build_model(parse_spec(TINY_SPEC, "tiny.yaml"))
+    assert healthy.dead_layers == [] and not has_dead_parameters(healthy)
+
+
+@pytest.mark.slow
+def test_ddp_trains_a_spec_with_an_unread_branch(tmp_path: Path) -> None:
+    spec = tmp_path / "dead.yaml"
+    spec.write_text(DEAD_BRANCH_SPEC)
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "cnnspec", "train", str(spec), "--out", str(out), "--epochs", "1", "--device", "cpu"]
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.count("warning: layer 'probe_bn' is never read") == 1  # rank 0 speaks for both
+    (record,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert record["world_size"] == 2 and record["train_images"] == 4000
+    assert record["eval_accuracy"] > 0.5
+    weights = load_checkpoint(out / "last.pt")["model"]
+    assert {"probe.weight", "probe_bn.weight", "fc.weight"} <= set(weights)

@@ -88,6 +88,24 @@ def broadcast_buffers(module: torch.nn.Module, context: Context) -> None:
             dist.broadcast(buffer, src=0)
 
 
+def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``model`` in DistributedDataParallel. DDP expects a gradient for every trainable parameter
+    after each backward and dies in the next step otherwise; a spec's dead branch (a layer nobody
+    reads, which ``analyze`` accepts with a warning) never gets one. So DDP is told to search the
+    autograd graph for unused parameters exactly when the compiled model has a dead layer with
+    trainable parameters; every other model keeps DDP's cheaper default."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=has_dead_parameters(model))
+
+
+def has_dead_parameters(model: torch.nn.Module) -> bool:
+    """Whether a trainable parameter sits in a layer the output does not depend on (``dead_layers``)."""
+    dead = getattr(model, "dead_layers", [])
+    return any(p.requires_grad for name in dead for p in model.get_submodule(name).parameters())
+
+
 def barrier(context: Context) -> None:
     if context.distributed:
         import torch.distributed as dist

@@ -22,6 +22,7 @@ import json
 import math
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from .optimization import make_optimizer, make_scheduler
 from .options import TrainOptions, options_for_resume, resolve_options
 from .progress import Reporter
 from ..deploy.files import atomic_write_bytes
-from ..errors import UsageError
+from ..errors import SpecWarning, UsageError
 from ..spec.model import load_spec
 
 EVAL_BATCH_PIXELS = 1 << 22  # eval batches hold about 4M input values (1,024 MNIST digits at most)
@@ -101,9 +102,9 @@ class Run:
     def __init__(self, spec_path: str | Path, out: str | Path, flags: dict[str, Any], *, resume: bool = False,
                  download: bool = False, reporter_out: Any = None):
         self.spec_path = Path(spec_path)
+        self.context = distributed.from_environment()
         self.spec = load_spec(self.spec_path)
         self.run_dir = Path(out)
-        self.context = distributed.from_environment()
         self.reporter = Reporter(self.context.is_main, reporter_out)
         self.saved = self._checkpoint_to_resume() if resume else None
         self._refuse_to_overwrite(resume)
@@ -195,10 +196,7 @@ class Run:
             torch.manual_seed(self.options.seed + self.context.rank)
         if not self.context.distributed:
             return model, model
-        from torch.nn.parallel import DistributedDataParallel
-
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids), model
+        return distributed.wrap(model, self.device), model
 
     def _restore(self, saved: dict[str, Any]) -> None:
         self.module.load_state_dict(saved["model"])
@@ -392,5 +390,8 @@ def train(spec_path: str | Path, out: str | Path, *, resume: bool = False, downl
     unknown = set(flags) - {f.name for f in fields(TrainOptions)}
     if unknown:
         raise TypeError(f"unknown training options: {', '.join(sorted(unknown))}")
-    return Run(spec_path, out, flags, resume=resume, download=download, reporter_out=reporter_out).fit()
+    with warnings.catch_warnings():
+        if not distributed.from_environment().is_main:  # rank 0 shows the spec's warnings, like all output
+            warnings.simplefilter("ignore", SpecWarning)
+        return Run(spec_path, out, flags, resume=resume, download=download, reporter_out=reporter_out).fit()
 
