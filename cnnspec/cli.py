@@ -298,9 +298,12 @@ def summary(spec: Path, format_: str) -> None:
     """The analysis next to the compiled module's real numbers (shapes from a forward pass, counted
     parameters and buffers, MACs from torch's FLOP counter); exit 1 if any layer disagrees."""
     from .analysis import analyze_file
+    from .resources import check_fits
     from .summary import render, summarize
 
-    result = summarize(analyze_file(spec))
+    analysis = analyze_file(spec)
+    check_fits(analysis, "summary")  # before torch allocates the module and its activations
+    result = summarize(analysis)
     click.echo(render(result, format_), nl=False)
     if not result.match:
         raise click.exceptions.Exit(1)

@@ -221,3 +221,68 @@ def test_the_json_schema_names_the_typo_of_a_conv2d_field():
     assert _schema_errors({"block": "stage", "repeat": 0}) == [
         (["layers", 0, "repeat"], "0 is less than or equal to the minimum of 0")]
     assert _schema_errors({"type": "maxpool2d", "kernel_size": 2}) == []
+
+
+# --- a valid model that cannot fit in memory --------------------------------------------------
+
+# conv2d 3 -> 10^6 channels at 224x224 (p=1 keeps 224), then global pooling and 10 classes
+HUGE = """\
+name: huge
+input: {channels: 3, height: 224, width: 224}
+layers:
+  - {type: conv2d, out_channels: 1000000, kernel_size: 3, padding: 1}
+  - {type: global_avgpool}
+  - {type: flatten}
+  - {type: linear, out_features: 10}
+"""
+# weights: 3*9*10^6 + 10^6 = 28,000,000 conv + 10^7 + 10 linear = 38,000,010 params * 4 B = 145.0 MiB
+# the conv's output: 10^6 * 224 * 224 * 4 B = 200,704,000,000 B = 186.9 GiB per image
+HUGE_RECEIVED = ("the largest output is 'conv2d_1' [1000000, 224, 224], 186.9 GiB per image\n"
+                 "  hint: use fewer channels or a smaller input")
+
+
+def test_summary_refuses_a_model_that_cannot_fit_before_allocating(in_tmp, monkeypatch, capsys):
+    import cnnspec.resources
+
+    monkeypatch.setattr(cnnspec.resources, "available_bytes", lambda device=None: 16 * 2**30)  # this machine's state
+    Path("huge.yaml").write_text(HUGE)
+    code, out, err = run_cli(["summary", "huge.yaml"], capsys)
+    assert (code, out) == (1, "")
+    # batch 1: 145.0 MiB + (input 602,112 B + 2 * 186.9 GiB) = 374.0 GiB
+    assert err == """\
+huge.yaml:4:5: error: the model does not fit in memory: `summary` needs about 374.0 GiB, and 16.0 GiB are free on this machine
+    4 |   - {type: conv2d, out_channels: 1000000, kernel_size: 3, padding: 1}
+      |     ^
+  received: 145.0 MiB for weights + 373.8 GiB for activations at batch 1 (weights; the largest layer's input and output; float32); """ + HUGE_RECEIVED + """, or a machine with more memory
+"""
+
+
+def test_train_refuses_it_with_the_real_free_memory(in_tmp, capsys):
+    Path("huge.yaml").write_text(HUGE)
+    code, out, err = run_cli(["train", "huge.yaml", "-d", "mnist_sample", "-o", "run", "--batch-size", "8",
+                              "--device", "cpu"], capsys)
+    assert code == 1
+    # weights: 4 * 152,000,040 B = 579.8 MiB; activations: every output, 200,704,000,000 + 4,000,000
+    # + 4,000,000 + 40 = 200,712,000,040 B, so 8 * (602,112 + 2 * 200,712,000,040) B = 2,990.8 GiB
+    assert err.startswith("huge.yaml:4:5: error: the model does not fit in memory: `train` needs about 2991.4 GiB, and ")
+    assert ("  received: 579.8 MiB for weights + 2990.8 GiB for activations at batch 8 (weights, gradients and "
+            "2 optimizer moments; every output and its gradient; float32); " + HUGE_RECEIVED) in err
+    assert not Path("run").exists()
+
+
+def test_export_refuses_it_before_loading_the_weights(in_tmp, capsys):
+    import cnnspec
+    from cnnspec.spec.model import parse_spec
+    from cnnspec.train.checkpoint import save_checkpoint
+
+    spec = parse_spec(HUGE, "huge.yaml")
+    save_checkpoint(Path("huge.pt"), {
+        "cnnspec_version": cnnspec.__version__, "spec_name": spec.name, "spec_text": spec.text,
+        "spec_hash": spec.hash, "model": {}, "optimizer": None, "scheduler": None, "epoch": 0, "metrics": [],
+        "best_eval_accuracy": None, "train_config": {}, "dataset": {}})
+    code, out, err = run_cli(["export", "huge.pt", "-o", "huge.onnx", "--no-data-check"], capsys)
+    assert code == 1
+    # 3 * 152,000,040 B = 434.9 MiB + 64 * (602,112 + 2 * 200,704,000,000) B = 23,925.8 GiB
+    assert err.startswith("huge.pt[spec]:4:5: error: the model does not fit in memory: `export` needs about 23926.2 GiB")
+    assert "  received: 434.9 MiB for weights + 23925.8 GiB for activations at batch 64 (weights in PyTorch, ONNX and onnxruntime; the largest layer's input and output" in err
+    assert not Path("huge.onnx").exists()

@@ -10,6 +10,9 @@ from typing import Any
 from ..train.checkpoint import CheckpointError, check_spec, load_checkpoint
 from ..train.run import resolve_checkpoint
 
+#: the batch the memory check assumes: verification runs up to --samples (63) images at once
+EXPORT_BATCH = 64
+
 
 @dataclass
 class TrainedRun:
@@ -46,6 +49,7 @@ class TrainedRun:
 def load_run(path: str | Path, spec_file: str | Path | None = None) -> TrainedRun:
     """Load a checkpoint, rebuild its spec from the stored text, refuse mismatched specs, load weights."""
     from ..analysis import analyze
+    from ..resources import check_fits
     from ..spec.model import load_spec, parse_spec
 
     checkpoint = resolve_checkpoint(path)
@@ -62,6 +66,7 @@ def load_run(path: str | Path, spec_file: str | Path | None = None) -> TrainedRu
     for other in others:
         check_spec(payload, load_spec(other), checkpoint)
     analysis = analyze(spec)
+    check_fits(analysis, "export", EXPORT_BATCH)  # before the module, the ONNX model and a session exist
     return TrainedRun(checkpoint, payload, spec, analysis, _load_model(spec, analysis, payload, checkpoint))
 
 

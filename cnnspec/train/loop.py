@@ -111,6 +111,7 @@ class Run:
         self.options = (options_for_resume(self.saved["train_config"], flags) if self.saved
                         else resolve_options(self.spec, flags))
         self.device = pick_device(self.options.device, self.context)
+        self._check_memory()
         distributed.start(self.context, self.device.type)
         torch.set_num_threads(distributed.threads_per_process(self.context))
         self.info = self._dataset()
@@ -143,6 +144,13 @@ class Run:
         if not resume and (self.run_dir / "last.pt").exists():
             raise UsageError(f"{self.run_dir} already holds a training run (last.pt)",
                              ["add --resume to continue it, or choose another --out"])
+
+    def _check_memory(self) -> None:
+        """Refuse a model that cannot fit before anything is allocated (a located error, not an OOM)."""
+        from ..analysis import analyze
+        from ..resources import check_fits
+
+        check_fits(analyze(self.spec), "train", self.options.batch_size, self.device)
 
     def _dataset(self) -> DatasetInfo:
         from ..analysis import analyze
