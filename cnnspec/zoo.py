@@ -39,6 +39,18 @@ ZOO: tuple[ZooModel, ...] = (
     ZooModel("inception_v3", "inception_v3", {"aux_logits": False, "transform_input": False, "init_weights": False}),
     ZooModel("mnasnet", "mnasnet1_0"),
     ZooModel("regnet_x", "regnet_x_400mf"),
+    ZooModel("shufflenet_v2", "shufflenet_v2_x1_0"),
+    ZooModel("mobilenet_v3_small", "mobilenet_v3_small"),
+    ZooModel("mobilenet_v3_large", "mobilenet_v3_large"),
+    ZooModel("efficientnet", "efficientnet_b0"),
+    ZooModel("efficientnet_v2", "efficientnet_v2_s"),
+    ZooModel("regnet_y", "regnet_y_400mf"),
+    # CNBlock registers its layer_scale parameter before its convs (features.<2s+1>.<i>.layer_scale
+    # for stage s+1); by name, then everything else in order
+    ZooModel("convnext", "convnext_tiny", key_map=tuple(
+        (rf"features\.{2 * stage - 1}\.(\d+)\.layer_scale", rf"stage{stage}_\1_layer_scale.layer_scale")
+        for stage in (1, 2, 3, 4)
+    )),
 )
 
 

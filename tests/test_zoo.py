@@ -71,3 +71,13 @@ def test_inception_v3_receptive_field_is_the_published_one():
     analysis = analyze(load_spec(ROOT / "specs/torchvision/inception_v3.yaml"))
     field = analysis.layer("Mixed_7c_concat").receptive_field
     assert (field.height.size, field.height.jump, field.width.size, field.width.jump) == (1311, 32, 1311, 32)
+
+
+def test_readme_table_lists_every_family_with_its_counts():
+    """The README's zoo table is the analysis of each spec (whose counts the tests above tie to
+    torchvision), one row per family."""
+    readme = (ROOT / "README.md").read_text()
+    for entry in ZOO:
+        totals = analyze(load_spec(ROOT / entry.spec)).totals()
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{entry.family}.yaml` |"))
+        assert row.endswith(f"| {totals['params']:,} | {totals['macs']:,} |"), row
