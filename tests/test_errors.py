@@ -321,6 +321,16 @@ def test_wrong_arity_for_merges():
     assert caught.value.diagnostics[0].message == "add takes at least 2 inputs, got 1"
 
 
+def test_several_inputs_to_a_one_input_layer_names_the_merges():
+    text = ("name: x\ninput: {channels: 1, height: 8, width: 8}\nlayers:\n"
+            "  - {type: relu, inputs: [input, input]}\n")
+    with pytest.raises(SpecError) as caught:
+        parse_spec(text, "t.yaml")
+    (problem,) = caught.value.diagnostics
+    assert problem.message == "relu takes exactly 1 input, got 2"
+    assert problem.hint.startswith("add, concat") and problem.hint.endswith(" merge several inputs; other layers take one")
+
+
 def test_same_padding_with_stride_is_rejected_like_pytorch():
     text = ("name: x\ninput: {channels: 1, height: 8, width: 8}\nlayers:\n"
             "  - {type: conv2d, out_channels: 4, kernel_size: 3, stride: 2, padding: same}\n")

@@ -9,6 +9,7 @@ from typing import Any
 
 from .canvas import DIVERGING_COLORMAP, _new_figure, _png_path, _save
 from ..errors import UsageError, did_you_mean
+from ..layers import LAYER_TYPES
 from ..train.run import TrainedModel, load_trained_model
 
 FILTER_CELL_MAX_PIXELS = 80
@@ -32,7 +33,8 @@ def check_conv_layer(spec: Any, layer: str) -> None:
         hints = [h for h in (did_you_mean(layer, convs or list(kinds)),) if h] + [listing]
         raise UsageError(f"spec '{spec.name}' has no layer named '{layer}'", hints)
     if layer not in convs:
-        raise UsageError(f"layer '{layer}' is a {kinds[layer]} layer; only conv2d layers have filters to draw", [listing])
+        drawable = " and ".join(name for name, cls in LAYER_TYPES.items() if cls.is_convolution)
+        raise UsageError(f"layer '{layer}' is a {kinds[layer]} layer; only {drawable} layers have filters to draw", [listing])
 
 
 # --- filters ---------------------------------------------------------------------------------------

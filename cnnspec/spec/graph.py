@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..errors import Diagnostic, did_you_mean
+from ..layers import LAYER_TYPES
 from .source import Document
 from .types import Node
 
@@ -72,7 +73,14 @@ def _check_arity(node, document) -> list[Diagnostic]:
     return [Diagnostic(
         f"{node.layer.type} takes {wanted} input{'s' if low != 1 or high != 1 else ''}, got {count}",
         document.locate(node.origin + ("inputs",)), received=f"inputs={node.inputs}", note=node.note,
-        hint="add and concat merge several inputs; other layers take one")]
+        hint=f"{_names(name for name, cls in LAYER_TYPES.items() if cls.max_inputs != 1)} merge several "
+             "inputs; other layers take one")]
+
+
+def _names(names) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    names = list(names)
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def unread_layers(nodes: list[Node]) -> list[Node]:
