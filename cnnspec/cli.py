@@ -453,6 +453,8 @@ def predict_command(model: Path, images: tuple[Path, ...], name: str | None, ver
 @click.argument("model_repository", metavar="MODEL_REPO", type=click.Path(path_type=Path))
 @click.option("--host", default=None, help="Interface to bind.  [default: 127.0.0.1]")
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="TCP port.  [default: 8000]")
+@click.option("--grpc-port", type=click.IntRange(0, 65535), default=None,
+              help="Also serve the V2 gRPC API (inference.GRPCInferenceService) on this port.  [default: off]")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
               help="cuda needs onnxruntime-gpu; there is no silent CPU fallback.  [default: cpu]")
 @click.option("--intra-op-threads", type=click.IntRange(min=0), default=None,

@@ -23,6 +23,7 @@ def parse_args(argv: Sequence[str] | None = None) -> dict[str, Any]:
     add("--model-repository", help="model repository written by `cnnspec export`")
     add("--host", help="interface to bind (default 127.0.0.1)")
     add("--port", type=int, help="TCP port (default 8000)")
+    add("--grpc-port", type=int, help="also serve the V2 gRPC API on this port (default: off)")
     add("--device", choices=["cpu", "cuda"], help="cuda needs onnxruntime-gpu (default cpu)")
     add("--intra-op-threads", type=int, help="onnxruntime threads per model instance (default 2)")
     add("--max-batch-size", type=int, help="override config.pbtxt's max_batch_size")

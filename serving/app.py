@@ -56,6 +56,8 @@ class ServingApp:
         self._token = settings.auth_token.get_secret_value().encode() if settings.auth_token else None
         self._public = PUBLIC_PATHS | ({"/metrics"} if settings.metrics_public else set())
         self._watch_task: asyncio.Task | None = None
+        self.grpc_server: Any = None  # grpc.aio.Server while gRPC is on (settings.grpc_port)
+        self.grpc_port: int | None = None
         self.router = Router(self._routes(), redirect_slashes=False, default=self._not_found)
 
     # --- ASGI entry ------------------------------------------------------------------------------
@@ -124,12 +126,18 @@ class ServingApp:
             self._loaded = True
         if self.settings.watch:
             self._watch_task = asyncio.get_running_loop().create_task(self.table.watch())
+        if self.settings.grpc_port is not None:
+            from .grpc_server import start_grpc_server  # grpcio is imported only when gRPC is on
+
+            self.grpc_server, self.grpc_port = await start_grpc_server(self)
 
     async def shutdown(self) -> None:
         """Stop watching and finish every queued batch (the server already waited for open requests)."""
         self.stopping = True
         if self._watch_task is not None:
             self._watch_task.cancel()
+        if self.grpc_server is not None:  # refuse new calls, let open ones finish
+            await self.grpc_server.stop(self.settings.drain_timeout_s or None)
         try:
             await asyncio.wait_for(self.table.drain(), timeout=self.settings.drain_timeout_s or None)
         except asyncio.TimeoutError:
@@ -219,9 +227,12 @@ class ServingApp:
     async def ready(self, request: Request) -> Response:
         if self.stopping:
             return json_response({"ready": False, "error": "the server is shutting down"}, 503)
-        if not self._loaded or not self.table.ready():
+        if not self.is_ready():
             return json_response({"ready": False, "error": self.table.not_ready_reason() or "loading"}, 503)
         return json_response({"ready": True})
+
+    def is_ready(self) -> bool:
+        return not self.stopping and self._loaded and self.table.ready()
 
     async def server_metadata(self, request: Request) -> Response:
         return json_response({"name": "cnnspec", "version": __version__, "extensions": EXTENSIONS})
@@ -260,6 +271,10 @@ class ServingApp:
 
     async def repository_index(self, request: Request) -> Response:
         await self._small_json(request)
+        return json_response(await self.repository_index_entries())
+
+    async def repository_index_entries(self) -> list[dict[str, str]]:
+        """Models on disk or loaded: one entry per loaded version, else the model's state and reason."""
         on_disk = await asyncio.to_thread(self.table.folder.model_names)
         index = []
         for name in sorted(set(on_disk) | set(self.table.entries)):
@@ -270,7 +285,7 @@ class ServingApp:
                 index += [{"name": name, "version": str(v), "state": "READY", "reason": ""} for v in sorted(entry.versions)]
             else:
                 index.append({"name": name, "state": entry.state, "reason": entry.reason})
-        return json_response(index)
+        return index
 
     async def load(self, request: Request) -> Response:
         payload = await self._small_json(request)

@@ -88,21 +88,13 @@ def _inputs(items: Any, binary: memoryview | None, model: ModelVersion,
             allow_non_finite: bool) -> tuple[dict[str, np.ndarray], int]:
     if not isinstance(items, list) or not items:
         raise BadRequest("the request needs a non-empty 'inputs' list")
-    expected = {spec.name: spec for spec in model.inputs}
     feeds: dict[str, np.ndarray] = {}
     offset = 0
     for item in items:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise BadRequest("each entry of 'inputs' must be an object with a 'name'")
-        name = item["name"]
-        spec = expected.get(name)
-        if spec is None:
-            raise BadRequest(f"unknown input '{name}' for model '{model.name}'; inputs: {sorted(expected)}")
-        if name in feeds:
-            raise BadRequest(f"input '{name}' is given twice")
-        shape = _shape(item, spec)
-        check_batch(shape, spec, model.max_batch_size)
-        _check_datatype(item, spec)
+        spec, shape = check_input(item, model, feeds)
+        name = spec.name
         size = _binary_size(item, name)
         if size is not None:
             if binary is None:
@@ -111,25 +103,48 @@ def _inputs(items: Any, binary: memoryview | None, model: ModelVersion,
             if offset + size > len(binary):
                 raise BadRequest(f"input '{name}': binary_data_size {size} runs past the end of the body "
                                  f"({len(binary) - offset} bytes left)")
-            array = _from_binary(binary[offset:offset + size], spec, shape)
+            array = from_binary(binary[offset:offset + size], spec, shape)
             offset += size
         else:
             array = _from_json(item, spec, shape)
-        if not allow_non_finite and spec.datatype in _FLOAT_TYPES and not np.isfinite(array).all():
-            count = int(array.size - np.count_nonzero(np.isfinite(array)))
-            raise BadRequest(f"input '{name}' holds {count} non-finite values (NaN or Inf); the model "
-                             "needs finite numbers (the server's allow_non_finite setting accepts them)")
-        feeds[name] = array
+        feeds[name] = check_finite(array, spec, allow_non_finite)
     if binary is not None and offset != len(binary):
         raise BadRequest(f"the binary part of the body is {len(binary)} bytes but the inputs' "
                          f"binary_data_size add up to {offset}")
-    missing = sorted(set(expected) - set(feeds))
+    return feeds, batch_rows(feeds, model)
+
+
+def check_input(item: dict[str, Any], model: ModelVersion, feeds: dict[str, np.ndarray]) -> tuple[TensorSpec, tuple[int, ...]]:
+    """The model's spec for input ``item`` (``name``, ``shape``, ``datatype``) and its checked shape."""
+    name = item["name"]
+    spec = next((s for s in model.inputs if s.name == name), None)
+    if spec is None:
+        raise BadRequest(f"unknown input '{name}' for model '{model.name}'; inputs: {sorted(s.name for s in model.inputs)}")
+    if name in feeds:
+        raise BadRequest(f"input '{name}' is given twice")
+    shape = _shape(item, spec)
+    check_batch(shape, spec, model.max_batch_size)
+    _check_datatype(item, spec)
+    return spec, shape
+
+
+def check_finite(array: np.ndarray, spec: TensorSpec, allow_non_finite: bool) -> np.ndarray:
+    if not allow_non_finite and spec.datatype in _FLOAT_TYPES and not np.isfinite(array).all():
+        count = int(array.size - np.count_nonzero(np.isfinite(array)))
+        raise BadRequest(f"input '{spec.name}' holds {count} non-finite values (NaN or Inf); the model "
+                         "needs finite numbers (the server's allow_non_finite setting accepts them)")
+    return array
+
+
+def batch_rows(feeds: dict[str, np.ndarray], model: ModelVersion) -> int:
+    """Every input given, all with the same batch size: that size (1 for a model without batching)."""
+    missing = sorted({spec.name for spec in model.inputs} - set(feeds))
     if missing:
         raise BadRequest(f"missing inputs {missing} for model '{model.name}'")
     rows = next(iter(feeds.values())).shape[0] if model.max_batch_size else 1
     if model.max_batch_size and any(a.shape[0] != rows for a in feeds.values()):
         raise BadRequest("all inputs must have the same batch size (first dimension)")
-    return feeds, rows
+    return rows
 
 
 def _shape(item: dict[str, Any], spec: TensorSpec) -> tuple[int, ...]:
@@ -167,7 +182,7 @@ def _binary_size(item: dict[str, Any], name: str) -> int | None:
     return size
 
 
-def _from_binary(chunk: memoryview, spec: TensorSpec, shape: tuple[int, ...]) -> np.ndarray:
+def from_binary(chunk: memoryview | bytes, spec: TensorSpec, shape: tuple[int, ...]) -> np.ndarray:
     dtype = spec.dtype
     count = int(np.prod(shape))
     if len(chunk) != count * dtype.itemsize:
@@ -233,12 +248,12 @@ def build_infer_response(model: ModelVersion, request: InferRequest,
     for wanted in request.outputs:
         spec, array = by_name[wanted.name]
         if wanted.classification:
-            array = _classify(array, spec, wanted.classification, model.max_batch_size > 0)
+            array = classify_rows(array, spec, wanted.classification, model.max_batch_size > 0)
             entry = {"name": spec.name, "datatype": "BYTES", "shape": list(array.shape)}
         else:
             entry = {"name": spec.name, "datatype": spec.datatype, "shape": list(array.shape)}
         if wanted.binary:
-            blob = _to_bytes(array)
+            blob = to_bytes(array)
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         elif wanted.classification:
@@ -257,13 +272,13 @@ def build_infer_response(model: ModelVersion, request: InferRequest,
     return b"".join([header, *blobs]), len(header)
 
 
-def _to_bytes(array: np.ndarray) -> bytes:
+def to_bytes(array: np.ndarray) -> bytes:
     if array.dtype == object:  # BYTES: 4-byte little-endian length + bytes, per element
         return b"".join(len(s).to_bytes(4, "little") + s for s in array.ravel())
     return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
 
 
-def _classify(array: np.ndarray, spec: TensorSpec, top: int, batched: bool) -> np.ndarray:
+def classify_rows(array: np.ndarray, spec: TensorSpec, top: int, batched: bool) -> np.ndarray:
     """Triton's classification extension: the top entries as b"score:index[:label]" strings."""
     rows = array.reshape(array.shape[0], -1) if batched else array.reshape(1, -1)
     top = min(top, rows.shape[1])

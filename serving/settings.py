@@ -23,6 +23,9 @@ class ServeSettings(BaseSettings):
     model_repository: Path = Field(description="Folder written by `cnnspec export` (Triton layout).")
     host: str = Field("127.0.0.1", description="Interface to bind; 0.0.0.0 exposes the service.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port; 0 picks a free one.")
+    grpc_port: int | None = Field(
+        None, ge=0, le=65535, description="Also serve the V2 gRPC API (inference.GRPCInferenceService) on this "
+                                          "port of the same host; unset = HTTP only, 0 picks a free port.")
     device: Literal["cpu", "cuda"] = Field("cpu", description="cuda needs onnxruntime-gpu; no silent fallback.")
     intra_op_threads: int = Field(
         2, ge=0, description="onnxruntime intra-op threads per model instance (0 = onnxruntime's default, "

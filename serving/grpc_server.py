@@ -1,0 +1,369 @@
+"""The Open Inference Protocol over gRPC: ``inference.GRPCInferenceService``, beside the HTTP server.
+
+It runs grpcio's asyncio server on the same event loop as uvicorn and serves from the same
+``ServingApp``: the same model table, dynamic batchers, statistics, Prometheus metrics, bearer
+token and limits. The messages and the servicer base class are the ones the official
+``tritonclient[grpc]`` package ships (``tritonclient.grpc.service_pb2``/``service_pb2_grpc``),
+so the wire format is Triton's exactly.
+
+- Errors are gRPC status codes with the same messages as HTTP: 400 -> INVALID_ARGUMENT,
+  401 -> UNAUTHENTICATED, 404 -> NOT_FOUND, 413 -> RESOURCE_EXHAUSTED, 415 -> UNIMPLEMENTED,
+  503 -> UNAVAILABLE, anything else -> INTERNAL.
+- Auth: ``authorization: Bearer <token>`` metadata on every call but ServerLive/ServerReady.
+- A received message may be at most ``max_body_bytes`` (grpc answers RESOURCE_EXHAUSTED).
+- ModelInfer accepts typed ``contents`` or ``raw_input_contents`` (one entry per input, in
+  order) and answers with ``raw_output_contents``, as Triton does.
+- ModelStreamInfer handles the requests of a stream concurrently (they batch together) and
+  answers each in a ``ModelStreamInferResponse``; a failed request gets ``error_message`` and
+  the stream stays open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hmac
+import logging
+from time import perf_counter, perf_counter_ns
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
+
+import grpc
+import numpy as np
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
+
+from cnnspec import __version__
+
+from .errors import BadRequest, ServingError, Unauthorized, Unavailable
+from .model import ModelVersion, TensorSpec
+from .protocol import (RequestedOutput, batch_rows, check_finite, check_input, classify_rows, from_binary,
+                       to_bytes)
+from .repository import parse_version
+
+if TYPE_CHECKING:
+    from .app import ServingApp
+
+log = logging.getLogger("serving")
+
+STATUS_CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
+                404: grpc.StatusCode.NOT_FOUND, 408: grpc.StatusCode.DEADLINE_EXCEEDED,
+                413: grpc.StatusCode.RESOURCE_EXHAUSTED, 415: grpc.StatusCode.UNIMPLEMENTED,
+                503: grpc.StatusCode.UNAVAILABLE}
+
+# V2 datatype -> the InferTensorContents field that carries it (FP16 and BF16 only travel raw).
+CONTENTS_FIELDS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents",
+                   "INT32": "int_contents", "INT64": "int64_contents", "UINT8": "uint_contents",
+                   "UINT16": "uint_contents", "UINT32": "uint_contents", "UINT64": "uint64_contents",
+                   "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents"}
+
+
+def status_code(error: ServingError) -> grpc.StatusCode:
+    return STATUS_CODES.get(error.status, grpc.StatusCode.INTERNAL)
+
+
+def rpc(public: bool = False) -> Callable:
+    """Wrap a unary handler: check the token, turn ServingError into its status code, log bugs."""
+    def decorate(method: Callable) -> Callable:
+        @functools.wraps(method)
+        async def handler(self: "InferenceServicer", request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                if not public:
+                    self.authorize(context)
+                return await method(self, request, context)
+            except ServingError as error:
+                code, message = status_code(error), str(error)
+            except Exception:  # a bug: log it, answer INTERNAL, keep serving
+                log.exception("unhandled error in gRPC %s", method.__name__)
+                code, message = grpc.StatusCode.INTERNAL, "internal server error (see the server log)"
+            await context.abort(code, message)
+        return handler
+    return decorate
+
+
+class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
+    """Triton's GRPCInferenceService over a ``ServingApp``."""
+
+    def __init__(self, app: "ServingApp"):
+        self.app = app
+        self.table = app.table
+        self.settings = app.settings
+        self._token = app.settings.auth_token.get_secret_value().encode() if app.settings.auth_token else None
+
+    def authorize(self, context: grpc.aio.ServicerContext) -> None:
+        if self._token is None:
+            return
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization":
+                scheme, _, token = value.partition(" ")
+                if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self._token):
+                    return
+                raise Unauthorized("invalid bearer token")
+        raise Unauthorized("this server requires a bearer token: send 'authorization: Bearer <token>' metadata")
+
+    # --- health and metadata ------------------------------------------------------------------------
+
+    @rpc(public=True)
+    async def ServerLive(self, request, context):
+        return service_pb2.ServerLiveResponse(live=True)
+
+    @rpc(public=True)
+    async def ServerReady(self, request, context):
+        return service_pb2.ServerReadyResponse(ready=self.app.is_ready())
+
+    @rpc()
+    async def ModelReady(self, request, context):
+        try:
+            self._resolve(request.name, request.version)
+        except ServingError as error:
+            if error.status != 404:
+                raise
+            return service_pb2.ModelReadyResponse(ready=False)
+        return service_pb2.ModelReadyResponse(ready=True)
+
+    @rpc()
+    async def ServerMetadata(self, request, context):
+        from .app import EXTENSIONS
+
+        return service_pb2.ServerMetadataResponse(name="cnnspec", version=__version__, extensions=EXTENSIONS)
+
+    @rpc()
+    async def ModelMetadata(self, request, context):
+        entry, loaded = self._resolve(request.name, request.version)
+        model = loaded.model
+        versions = [str(model.version)] if request.version else [str(v) for v in sorted(entry.versions)]
+        tensor = service_pb2.ModelMetadataResponse.TensorMetadata
+        return service_pb2.ModelMetadataResponse(
+            name=entry.name, versions=versions, platform=model.config.platform,
+            inputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in model.inputs],
+            outputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in model.outputs])
+
+    @rpc()
+    async def ModelConfig(self, request, context):
+        _, loaded = self._resolve(request.name, request.version)
+        config = json_format.ParseDict(loaded.model.config.json, model_config_pb2.ModelConfig())
+        return service_pb2.ModelConfigResponse(config=config)
+
+    @rpc()
+    async def ModelStatistics(self, request, context):
+        if request.name:
+            entry = self.table.entry(request.name)
+            versions = ([entry.resolve(parse_version(request.version))] if request.version
+                        else [entry.versions[v] for v in sorted(entry.versions)])
+        else:
+            versions = [v for e in self.table.entries.values() for _, v in sorted(e.versions.items())]
+        stats = [json_format.ParseDict(v.stats.json(), service_pb2.ModelStatistics()) for v in versions]
+        return service_pb2.ModelStatisticsResponse(model_stats=stats)
+
+    # --- model repository ---------------------------------------------------------------------------
+
+    @rpc()
+    async def RepositoryIndex(self, request, context):
+        index = await self.app.repository_index_entries()
+        if request.ready:
+            index = [item for item in index if item["state"] == "READY"]
+        return service_pb2.RepositoryIndexResponse(
+            models=[service_pb2.RepositoryIndexResponse.ModelIndex(**item) for item in index])
+
+    @rpc()
+    async def RepositoryModelLoad(self, request, context):
+        if request.parameters:
+            raise BadRequest("load parameters (config or file overrides) are not supported; change the files in "
+                             "the model repository and load again")
+        await self.table.load(request.model_name)
+        return service_pb2.RepositoryModelLoadResponse()
+
+    @rpc()
+    async def RepositoryModelUnload(self, request, context):
+        await self.table.unload(request.model_name)
+        return service_pb2.RepositoryModelUnloadResponse()
+
+    # --- inference ----------------------------------------------------------------------------------
+
+    @rpc()
+    async def ModelInfer(self, request, context):
+        return await self.infer(request)
+
+    async def ModelStreamInfer(self, request_iterator: AsyncIterator, context: grpc.aio.ServicerContext):
+        try:
+            self.authorize(context)
+        except ServingError as error:
+            await context.abort(status_code(error), str(error))
+        responses: asyncio.Queue = asyncio.Queue()
+        tasks: set[asyncio.Task] = set()
+
+        async def one(request: service_pb2.ModelInferRequest) -> None:
+            try:
+                response = service_pb2.ModelStreamInferResponse(infer_response=await self.infer(request))
+            except ServingError as error:
+                response = service_pb2.ModelStreamInferResponse(
+                    error_message=str(error), infer_response=service_pb2.ModelInferResponse(
+                        id=request.id, model_name=request.model_name, model_version=request.model_version))
+            except Exception:  # noqa: BLE001 - a bug: the stream carries on
+                log.exception("unhandled error in gRPC ModelStreamInfer")
+                response = service_pb2.ModelStreamInferResponse(error_message="internal server error (see the server log)")
+            await responses.put(response)
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    task = asyncio.get_running_loop().create_task(one(request))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                if tasks:
+                    await asyncio.gather(*tasks)
+            finally:
+                await responses.put(None)
+
+        reader = asyncio.get_running_loop().create_task(read())
+        try:
+            while (response := await responses.get()) is not None:
+                yield response
+        finally:
+            reader.cancel()
+            for task in list(tasks):
+                task.cancel()
+
+    async def infer(self, request: service_pb2.ModelInferRequest) -> service_pb2.ModelInferResponse:
+        """Validate, batch, answer; statistics and metrics as the HTTP handler records them."""
+        started = perf_counter()
+        entry = self.table.entry(request.model_name)
+        version = parse_version(request.model_version)
+        metrics = self.app.metrics.for_model(entry.name)
+        metrics.inflight.inc()
+        status, loaded = 200, None
+        try:
+            if self.app.stopping:
+                raise Unavailable("the server is shutting down")
+            loaded = entry.resolve(version)
+            model = loaded.model
+            feeds = parse_inputs(request, model, self.settings.allow_non_finite)
+            wanted = requested_outputs(request, model)
+            outputs = await loaded.batcher.submit(feeds, batch_rows(feeds, model))
+            serialize_started = perf_counter_ns()
+            response = build_response(request, model, wanted, outputs)
+            serialize_ns = perf_counter_ns() - serialize_started
+            return response
+        except ServingError as error:
+            status = error.status
+            raise
+        except BaseException:
+            status = 500
+            raise
+        finally:
+            elapsed = perf_counter() - started
+            metrics.inflight.dec()
+            metrics.outcome(status).inc()
+            metrics.latency.observe(elapsed)
+            if loaded is not None:
+                if status < 400:
+                    loaded.stats.record_success(int(elapsed * 1e9), outputs.timing, serialize_ns)
+                else:
+                    loaded.stats.record_failure(int(elapsed * 1e9))
+
+    def _resolve(self, name: str, version: str):
+        entry = self.table.entry(name)
+        return entry, entry.resolve(parse_version(version))
+
+
+def parse_inputs(request: service_pb2.ModelInferRequest, model: ModelVersion,
+                 allow_non_finite: bool) -> dict[str, np.ndarray]:
+    """The request's input arrays, checked as the HTTP path checks them."""
+    if not request.inputs:
+        raise BadRequest("the request needs at least one input")
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise BadRequest(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs; give one "
+                         "per input, in order, or use contents for every input")
+    feeds: dict[str, np.ndarray] = {}
+    for index, tensor in enumerate(request.inputs):
+        for key in tensor.parameters:
+            if key.startswith("shared_memory"):
+                raise BadRequest(f"input '{tensor.name}': shared-memory inputs are not supported by this server")
+        spec, shape = check_input({"name": tensor.name, "shape": list(tensor.shape), "datatype": tensor.datatype},
+                                  model, feeds)
+        if raw:
+            if tensor.HasField("contents"):
+                raise BadRequest(f"input '{tensor.name}' has contents but the request uses raw_input_contents; "
+                                 "use one or the other for all inputs")
+            array = from_binary(raw[index], spec, shape)
+        else:
+            array = _from_contents(tensor, spec, shape)
+        feeds[spec.name] = check_finite(array, spec, allow_non_finite)
+    return feeds
+
+
+def _from_contents(tensor: service_pb2.ModelInferRequest.InferInputTensor, spec: TensorSpec,
+                   shape: tuple[int, ...]) -> np.ndarray:
+    field = CONTENTS_FIELDS.get(spec.datatype)
+    if field is None:
+        raise BadRequest(f"input '{spec.name}': {spec.datatype} travels only in raw_input_contents")
+    values = getattr(tensor.contents, field)
+    count = int(np.prod(shape))
+    if len(values) != count:
+        raise BadRequest(f"input '{spec.name}': shape {list(shape)} holds {count} elements but "
+                         f"contents.{field} has {len(values)}")
+    try:
+        array = np.array(values, dtype=spec.dtype)
+    except OverflowError as error:
+        raise BadRequest(f"input '{spec.name}': a value does not fit {spec.datatype}: {error}") from None
+    return array.reshape(shape)
+
+
+def requested_outputs(request: service_pb2.ModelInferRequest, model: ModelVersion) -> list[RequestedOutput]:
+    if not request.outputs:
+        return [RequestedOutput(spec.name, True) for spec in model.outputs]
+    known = {spec.name for spec in model.outputs}
+    result = []
+    for output in request.outputs:
+        if output.name not in known:
+            raise BadRequest(f"unknown output '{output.name}' for model '{model.name}'; outputs: {sorted(known)}")
+        classification = 0
+        if "classification" in output.parameters:
+            parameter = output.parameters["classification"]
+            classification = parameter.int64_param if parameter.WhichOneof("parameter_choice") == "int64_param" else -1
+            if classification < 0:
+                raise BadRequest(f"output '{output.name}': classification must be a non-negative integer")
+        for key in output.parameters:
+            if key.startswith("shared_memory"):
+                raise BadRequest(f"output '{output.name}': shared-memory outputs are not supported by this server")
+        result.append(RequestedOutput(output.name, True, classification))
+    return result
+
+
+def build_response(request: service_pb2.ModelInferRequest, model: ModelVersion, wanted: list[RequestedOutput],
+                   outputs: list[np.ndarray]) -> service_pb2.ModelInferResponse:
+    """Every output in ``raw_output_contents`` (little-endian bytes; BYTES length-prefixed), as Triton answers."""
+    by_name = {spec.name: (spec, array) for spec, array in zip(model.outputs, outputs)}
+    tensors, blobs = [], []
+    for output in wanted:
+        spec, array = by_name[output.name]
+        datatype = spec.datatype
+        if output.classification:
+            array = classify_rows(array, spec, output.classification, model.max_batch_size > 0)
+            datatype = "BYTES"
+        tensors.append(service_pb2.ModelInferResponse.InferOutputTensor(
+            name=spec.name, datatype=datatype, shape=array.shape))
+        blobs.append(to_bytes(array))
+    return service_pb2.ModelInferResponse(model_name=model.name, model_version=str(model.version), id=request.id,
+                                          outputs=tensors, raw_output_contents=blobs)
+
+
+async def start_grpc_server(app: "ServingApp") -> tuple[grpc.aio.Server, int]:
+    """Bind ``host:grpc_port`` on the running event loop and start serving; returns the server and port."""
+    settings = app.settings
+    server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", settings.max_body_bytes),
+        ("grpc.max_send_message_length", -1),
+        ("grpc.so_reuseport", 0),
+    ])
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(app), server)
+    address = f"[{settings.host}]:{settings.grpc_port}" if ":" in settings.host else f"{settings.host}:{settings.grpc_port}"
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise ServingError(f"cannot bind the gRPC port {address} (in use, or not an address of this machine)")
+    await server.start()
+    log.info("gRPC: serving inference.GRPCInferenceService on %s:%d", settings.host, port)
+    return server, port
