@@ -48,7 +48,7 @@ def _default_text(cls: type[Layer], name: str) -> str:
         return "required"
     default = info.default
     if default is PydanticUndefined or default is None:
-        return "inferred" if name.startswith(("in_", "num_")) else ("kernel_size" if name == "stride" else "none")
+        return cls.none_default.get(name, "none")
     return json.dumps(default)
 
 

@@ -82,6 +82,8 @@ class Layer(BaseModel):
     max_inputs: ClassVar[int | None] = 1
     #: "feature_map" ([C, H, W]), "vector" ([F]) or None (either)
     needs: ClassVar[Literal["feature_map", "vector"] | None] = None
+    #: what a field left at None stands for, in the layer reference (e.g. {"in_channels": "inferred"})
+    none_default: ClassVar[dict[str, str]] = {}
     #: field sets with input shapes that the registry-wide tests try (at least one per type)
     examples: ClassVar[tuple[Example, ...]] = ()
     #: the output is a probability distribution over the channel axis (softmax), not logits

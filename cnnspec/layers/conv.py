@@ -38,6 +38,7 @@ class Conv2d(Windowed):
         Example((1, 6, 6), out_channels=2, kernel_size=3, stride=[1, 2], padding=[2, 1], padding_mode="circular"),
     )
     is_convolution = True
+    none_default = {"in_channels": "inferred"}
 
     def windows(self) -> tuple[Window, Window]:
         result = []

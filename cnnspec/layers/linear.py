@@ -17,6 +17,7 @@ class Linear(Layer):
     bias: bool = Field(True, description="Add a learnable bias per output.")
 
     needs = "vector"
+    none_default = {"in_features": "inferred"}
     examples = (Example((4,), out_features=3), Example((12,), in_features=12, out_features=5, bias=False))
 
     def output_shape(self, shapes: list[Shape]) -> Shape:

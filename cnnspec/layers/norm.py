@@ -19,6 +19,7 @@ class BatchNorm2d(Layer):
 
     needs = "feature_map"
     explains_buffers = True
+    none_default = {"num_features": "inferred"}
     examples = (Example((4, 8, 8)), Example((3, 5, 6), num_features=3, eps=1e-3, momentum=None, affine=False))
 
     def output_shape(self, shapes: list[Shape]) -> Shape:

@@ -19,6 +19,8 @@ class _Pool(Windowed):
     padding: NonNegativePair = Field(0, description="Implicit padding per side; at most half the kernel.")
     ceil_mode: bool = Field(False, description="Round the output size up instead of down.")
 
+    none_default = {"stride": "kernel_size"}
+
     def _dilation(self) -> tuple[int, int]:
         return (1, 1)
 
