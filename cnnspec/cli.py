@@ -437,16 +437,26 @@ def export_command(source: Path, repo: Path | None, name: str | None, version_: 
 def predict_command(model: Path, images: tuple[Path, ...], name: str | None, version_: int | None, top_k: int,
                     format_: str) -> None:
     """Classify image files (PNG, JPEG, ...; any size and colour mode) with an exported model,
-    preprocessed as its metadata says; prints the top-k labels with softmax probabilities."""
+    preprocessed as its metadata says; prints the top-k labels with softmax probabilities.
+    A file that is not an image is reported and the others are still classified; the exit code
+    is then 1."""
     from .deploy.predict import predict_files, render, resolve_model
 
     path = resolve_model(model, name, version_)
     results = predict_files(path, list(images), top_k)
-    output = render(results, path, format_)
-    if format_ == "json":
-        click.echo(output)
-    else:
-        _wide_console().print(output)
+    failed = [entry for entry in results if "error" in entry]
+    if format_ == "json" or len(failed) < len(results):  # JSON carries the errors too
+        output = render(results, path, format_)
+        if format_ == "json":
+            click.echo(output)
+        else:
+            _wide_console().print(output)
+    for entry in failed:
+        click.echo(f"error: {entry['error']}", err=True)
+    if failed:
+        if len(results) > 1:
+            click.echo(f"{len(failed)} of {len(results)} images could not be classified", err=True)
+        raise click.exceptions.Exit(1)
 
 
 @cli.command("serve")

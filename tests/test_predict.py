@@ -322,3 +322,27 @@ def test_classify_and_predict_agree_whether_or_not_the_spec_ends_in_softmax(
     served = classify(twin_repo, model, path.read_bytes())
     np.testing.assert_allclose(predicted, expected, atol=1e-5)
     np.testing.assert_allclose([served[i] for i in range(10)], expected, atol=1e-5)
+
+
+def test_one_bad_file_does_not_stop_the_others(repo: Path, digit_files: list[tuple[Path, int]], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 10: the good files are classified as they would be alone, the bad one is named with
+    the reason, and the exit code says that one failed."""
+    first, second = digit_files[0][0], digit_files[1][0]
+    notes = tmp_path / "notes.png"
+    notes.write_text("hello")
+    code, out, err = run_cli(["predict", repo, first, notes, second, "--format", "json"], capsys)
+    assert code == 1
+    message = f"{notes} is not a readable image (not a format Pillow can decode: PNG, JPEG, BMP, GIF, TIFF, WebP, ...)"
+    assert err == f"error: {message}\n1 of 3 images could not be classified\n"
+    results = json.loads(out)["results"]
+    assert [entry["image"] for entry in results] == [str(first), str(notes), str(second)]
+    assert results[1] == {"image": str(notes), "error": message}
+    _, alone, _ = run_cli(["predict", repo, first, second, "--format", "json"], capsys)
+    expected = json.loads(alone)["results"]
+    for got, want in zip([results[0], results[2]], expected):
+        assert [p["label"] for p in got["predictions"]] == [p["label"] for p in want["predictions"]]
+        assert [p["probability"] for p in got["predictions"]] == pytest.approx(
+            [p["probability"] for p in want["predictions"]], abs=1e-6)
+    code, out, err = run_cli(["predict", repo, first, notes], capsys)  # the table marks the bad row
+    assert code == 1 and out.count("not classified") == 1 and err == f"error: {message}\n1 of 2 images could not be classified\n"

@@ -72,7 +72,10 @@ def load_image(source: ImageSource) -> "PIL.Image.Image":  # noqa: F821
             image.load()
     except FileNotFoundError:
         raise ImageError(f"no image file at {name}") from None
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError:  # its text names the Python file object, not the file
+        raise ImageError(f"{name} is not a readable image (not a format Pillow can decode: PNG, JPEG, "
+                         "BMP, GIF, TIFF, WebP, ...)") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageError(f"{name} is not a readable image ({exc})") from None
     return ImageOps.exif_transpose(image)
 

@@ -88,10 +88,29 @@ class Predictor:
 
 
 def predict_files(model: Path, images: Sequence[Path], k: int) -> list[dict[str, Any]]:
-    """The JSON-able result of ``cnnspec predict``: one entry per image file."""
+    """The JSON-able result of ``cnnspec predict``: one entry per image file, in order, holding its
+    ``predictions`` or, for a file that cannot be read as an image, its ``error``; one bad file
+    does not keep the others from being classified."""
+    import numpy as np
+
+    from .images import ImageError, to_array
+
     predictor = Predictor.load(model)
-    rows = predictor.predict(list(images), k)
-    return [{"image": str(image), "predictions": row} for image, row in zip(images, rows)]
+    entries: list[dict[str, Any]] = []
+    arrays = []
+    for image in images:
+        try:
+            arrays.append(to_array(image, predictor.preprocessing))
+            entries.append({"image": str(image)})
+        except ImageError as exc:
+            entries.append({"image": str(image), "error": str(exc)})
+    if arrays:
+        scores = predictor.session.run([predictor.card.output_name], {predictor.card.input_name: np.stack(arrays)})[0]
+        rows = iter(top_k(predictor.card.probabilities(scores), predictor.labels, k))
+        for entry in entries:
+            if "error" not in entry:
+                entry["predictions"] = next(rows)
+    return entries
 
 
 def render(results: list[dict[str, Any]], model: Path, format_: str) -> Any:
@@ -107,6 +126,9 @@ def render(results: list[dict[str, Any]], model: Path, format_: str) -> Any:
     table.add_column("probability", justify="right")
     table.add_column("runners-up")
     for entry in results:
+        if "error" in entry:
+            table.add_row(escape(entry["image"]), "[red]not classified[/red]", "", escape(entry["error"]))
+            continue
         best, *rest = entry["predictions"]
         others = ", ".join(f"{escape(p['label'])} {p['probability']:.1%}" for p in rest)
         table.add_row(escape(entry["image"]), escape(best["label"]), f"{best['probability']:.2%}", others)
