@@ -26,13 +26,20 @@ HEAVY = {"efficientnet", "efficientnet_v2", "regnet_y", "resnext", "wide_resnet"
 
 
 class Pair:
+    """One family: the spec's analysis, and torchvision's model run once on one random image
+    under FlopCounterMode (its output serves the function check too: one reference forward)."""
+
     def __init__(self, entry):
         torch.manual_seed(0)
         self.entry = entry
         self.analysis = analyze(load_spec(ROOT / entry.spec))
         self.reference = build_torchvision(entry)
         randomize_normalization(self.reference, 1)
-        self.size = self.analysis.input_shape[1]
+        self.x = torch.randn(1, *self.analysis.input_shape, generator=torch.Generator().manual_seed(2))
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            self.expected = self.reference(self.x)
+        self.flops = counter.get_total_flops()
 
 
 @pytest.fixture(scope="module", params=[
@@ -44,26 +51,20 @@ def pair(request):
 
 
 def test_counts_equal_torchvision(pair):
-    reference = pair.reference
-    x = torch.randn(1, *pair.analysis.input_shape)
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        out = reference(x)
     totals = pair.analysis.totals()
-    assert totals["params"] == sum(p.numel() for p in reference.parameters())
-    assert totals["macs"] * 2 == counter.get_total_flops()
-    assert list(pair.analysis.output_shape) == list(out.shape[1:])
+    assert totals["params"] == sum(p.numel() for p in pair.reference.parameters())
+    assert totals["macs"] * 2 == pair.flops
+    assert list(pair.analysis.output_shape) == list(pair.expected.shape[1:])
 
 
 def test_function_equals_torchvision_with_its_weights(pair):
     model = build_model(pair.analysis).eval()
     load_state_dict(model, pair.reference.state_dict(), pair.entry.key_map)
-    x = torch.randn(1, *pair.analysis.input_shape, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        expected, got = pair.reference(x), model(x)
-    difference = (expected - got).abs().max().item()
+        got = model(pair.x)
+    difference = (pair.expected - got).abs().max().item()
     assert difference <= 1e-5, difference
-    assert expected.abs().max().item() > 1e-2  # a dead output would compare equal too
+    assert pair.expected.abs().max().item() > 1e-2  # a dead output would compare equal too
 
 
 def test_inception_v3_receptive_field_is_the_published_one():
