@@ -33,9 +33,11 @@ class Conv2d(Windowed):
     examples = (
         Example((4, 8, 8), out_channels=6, kernel_size=3),
         Example((4, 9, 7), out_channels=6, kernel_size=[3, 2], stride=2, padding=1, groups=2, bias=False),
-        Example((2, 7, 9), out_channels=3, kernel_size=2, padding="same", dilation=2, padding_mode="reflect"),
+        Example((2, 7, 9), out_channels=3, kernel_size=[4, 3], padding="same", padding_mode="reflect"),
         Example((3, 5, 6), in_channels=3, out_channels=3, kernel_size=3, padding="full", groups=3),
-        Example((1, 6, 6), out_channels=2, kernel_size=3, stride=[1, 2], padding=[2, 1], padding_mode="circular"),
+        Example((1, 6, 6), out_channels=2, kernel_size=3, stride=[1, 2], padding=[2, 1], dilation=[2, 1],
+                padding_mode="circular"),
+        Example((2, 6, 7), out_channels=2, kernel_size=2, padding="same", dilation=3),
     )
     is_convolution = True
     none_default = {"in_channels": "inferred"}
