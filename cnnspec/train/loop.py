@@ -34,7 +34,7 @@ from torch import nn
 from . import distributed
 from .checkpoint import (CheckpointError, capture_rng, check_spec, load_checkpoint, remove_stale_temporaries,
                          restore_rng, save_checkpoint)
-from .data import (DatasetInfo, Normalizer, check_spec_matches, dataset_for_spec, epoch_order, eval_shard,
+from .data import (DatasetError, DatasetInfo, Normalizer, check_spec_matches, dataset_for_spec, epoch_order, eval_shard,
                    load_split, per_channel)
 from .hardware import Precision, pick_device, use_channels_last
 from .optimization import make_optimizer, make_scheduler
@@ -401,5 +401,17 @@ def train(spec_path: str | Path, out: str | Path, *, resume: bool = False, downl
     with warnings.catch_warnings():
         if not distributed.from_environment().is_main:  # rank 0 shows the spec's warnings, like all output
             warnings.simplefilter("ignore", SpecWarning)
-        return Run(spec_path, out, flags, resume=resume, download=download, reporter_out=reporter_out).fit()
+        try:
+            run = Run(spec_path, out, flags, resume=resume, download=download, reporter_out=reporter_out)
+        except DatasetError as exc:
+            raise UsageError(str(exc), _data_hints(exc, download)) from None
+        return run.fit()
+
+
+def _data_hints(error: DatasetError, download: bool) -> list[str]:
+    """What ``cnnspec train`` offers when a dataset cannot be loaded, in its own flags."""
+    hints = ["pass --data-dir DIR, the folder that holds the dataset (a spec's train.data_dir is relative to the spec)"]
+    if error.downloadable and not download:
+        hints.append("or add --download to fetch it into --data-dir")
+    return hints
 

@@ -10,6 +10,7 @@ new optimiser or dataset is named once. Pure Python (the spec package imports it
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -61,7 +62,9 @@ RESUME_MAY_CHANGE = ("epochs", "device", "workers", "data_dir", "precision")
 
 def resolve_options(spec: Spec, flags: dict[str, Any]) -> TrainOptions:
     """Each option from ``flags`` when given (not None), else the spec's ``train:`` section (its
-    ``data_dir`` relative to the spec file), else ``DEFAULTS``; no dataset anywhere is an error."""
+    ``data_dir`` relative to the spec file), else ``DEFAULTS``; no dataset anywhere is an error.
+    ``data_dir`` is made absolute, so the run (its checkpoints' ``train_config``) names the data
+    wherever ``cnnspec export`` or ``--resume`` is run from later."""
     from_spec = spec.train.model_dump(exclude_none=True) if spec.train is not None else {}
     if "data_dir" in from_spec:  # a path written in a spec file is relative to that file
         from_spec["data_dir"] = str(Path(spec.file).parent / Path(from_spec["data_dir"]).expanduser())
@@ -69,7 +72,7 @@ def resolve_options(spec: Spec, flags: dict[str, Any]) -> TrainOptions:
     for option in fields(TrainOptions):
         flag = flags.get(option.name)
         values[option.name] = flag if flag is not None else from_spec.get(option.name, getattr(DEFAULTS, option.name))
-    options = TrainOptions(**values)
+    options = TrainOptions(**{**values, "data_dir": absolute_path(values["data_dir"])})
     if options.dataset is None:
         raise UsageError("no dataset to train on", [
             f"pass --dataset NAME or set train: {{dataset: NAME}} in {spec.file}; NAME is one of {', '.join(DATASET_NAMES)}",
@@ -89,7 +92,7 @@ def options_for_resume(saved: dict[str, Any], flags: dict[str, Any]) -> TrainOpt
             raise UsageError(f"--{name.replace('_', '-')} {value} differs from the run being resumed "
                              f"({name}={getattr(options, name)})",
                              ["drop the flag to continue the run as it was started, or start a new run with --out"])
-        changes[name] = value
+        changes[name] = absolute_path(value) if name == "data_dir" else value
     options = replace(options, **changes)
     if options.epochs != saved.get("epochs") and options.scheduler != "none":
         raise UsageError(f"--epochs cannot change on resume with scheduler '{options.scheduler}' "
@@ -97,3 +100,8 @@ def options_for_resume(saved: dict[str, Any], flags: dict[str, Any]) -> TrainOpt
                          ["resume with the original --epochs, or train with --scheduler none"])
     return options
 
+
+
+def absolute_path(path: str | Path) -> str:
+    """``path`` (``~`` expanded) as an absolute, normalised path of the current directory."""
+    return os.path.abspath(os.path.expanduser(str(path)))
