@@ -17,7 +17,7 @@ import onnxruntime as ort
 
 from cnnspec.deploy.sessions import session_options
 
-from .config import ModelConfig, TensorConfig
+from cnnspec.deploy.model_config import ModelConfig, TensorConfig
 from .errors import ModelLoadError, StartupError
 from .settings import ServeSettings
 

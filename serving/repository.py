@@ -23,7 +23,7 @@ from typing import Iterable
 from cnnspec.errors import did_you_mean
 
 from .batching import Arrivals, Batcher
-from .config import ModelConfig, parse_model_config
+from cnnspec.deploy.model_config import ModelConfig, parse_model_config
 from .errors import BadRequest, ConfigError, ModelLoadError, NotFound, ServingError
 from .metrics import Metrics
 from .model import ModelVersion, load_version

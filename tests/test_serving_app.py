@@ -24,7 +24,7 @@ from conftest import REPO_ROOT
 from serving.__main__ import parse_args, settings_from
 from serving.app import ServingApp
 from serving.batching import Arrivals, Batcher
-from serving.config import parse_model_config
+from cnnspec.deploy.model_config import parse_model_config
 from serving.errors import ConfigError, ModelLoadError, ServingError
 from serving.metrics import Metrics
 from serving.statistics import VersionStats

@@ -18,9 +18,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from cnnspec.errors import did_you_mean
+from serving.errors import ConfigError
 
-from .errors import ConfigError
+from ..errors import did_you_mean
+
 
 # Field kinds of the mirrored schema. A tuple (kind, repeated) per field; message kinds name a table.
 STRING, INT, BOOL, ENUM, OPAQUE = "string", "int", "bool", "enum", "opaque"
