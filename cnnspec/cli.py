@@ -399,7 +399,7 @@ def export_command(source: Path, repo: Path | None, name: str | None, version_: 
     from .errors import UsageError
     from .export.pipeline import ExportOptions, export
     from .export.report import render_report, report_json
-    from .deploy.repository import ServingConfig
+    from .deploy.model_config import ServingConfig
 
     if repo is None and output is None:
         raise UsageError("say where to write the model: --repo MODEL_REPO and/or -o model.onnx")

@@ -7,6 +7,7 @@ Every handler raises one of these; one place (``app.error_response``) turns it i
 
 from __future__ import annotations
 
+from cnnspec.deploy import model_config
 from cnnspec.errors import CnnspecError
 
 
@@ -52,8 +53,9 @@ class Unavailable(ServingError):
     status = 503
 
 
-class ConfigError(ServingError):
-    """A config.pbtxt that is not valid Triton model configuration text."""
+class ConfigError(ServingError, model_config.ConfigError):
+    """A config.pbtxt that is not valid Triton model configuration text (deploy's codec raises the
+    base class; the repository re-raises it as this, with its HTTP status)."""
 
     status = 400
 

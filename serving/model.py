@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from cnnspec.deploy.model_config import ModelConfig, TensorConfig
 from cnnspec.deploy.sessions import session_options
 
-from cnnspec.deploy.model_config import ModelConfig, TensorConfig
 from .errors import ModelLoadError, StartupError
 from .settings import ServeSettings
 

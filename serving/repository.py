@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from cnnspec.deploy import model_config
+from cnnspec.deploy.model_config import ModelConfig, parse_model_config
 from cnnspec.errors import did_you_mean
 
 from .batching import Arrivals, Batcher
-from cnnspec.deploy.model_config import ModelConfig, parse_model_config
 from .errors import BadRequest, ConfigError, ModelLoadError, NotFound, ServingError
 from .metrics import Metrics
 from .model import ModelVersion, load_version
@@ -80,7 +81,10 @@ class RepositoryFolder:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise NotFound(f"model '{name}' is not in the model repository (no {name}/config.pbtxt)") from None
-        config = parse_model_config(text, f"{name}/config.pbtxt")
+        try:
+            config = parse_model_config(text, f"{name}/config.pbtxt")
+        except model_config.ConfigError as error:
+            raise ConfigError(str(error)) from None
         if config.name and config.name != name:
             raise ConfigError(f"{name}/config.pbtxt: error: name is '{config.name}' but the folder is '{name}'")
         return config

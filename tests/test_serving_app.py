@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -24,6 +25,7 @@ from conftest import REPO_ROOT
 from serving.__main__ import parse_args, settings_from
 from serving.app import ServingApp
 from serving.batching import Arrivals, Batcher
+from cnnspec.deploy import model_config
 from cnnspec.deploy.model_config import parse_model_config
 from serving.errors import ConfigError, ModelLoadError, ServingError
 from serving.metrics import Metrics
@@ -158,9 +160,42 @@ def test_config_parser_matches_tritons_schema(exported_repository: Path) -> None
 def test_config_parser_rejects_what_triton_rejects(text: str, message: str) -> None:
     with pytest.raises(text_format.ParseError):
         text_format.Parse(text, model_config_pb2.ModelConfig())
-    with pytest.raises(ConfigError) as error:
+    with pytest.raises(model_config.ConfigError) as error:
         parse_model_config(text)
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize("serving, policy, filename", [
+    (model_config.ServingConfig(), ("all", ()), "model.onnx"),
+    (model_config.ServingConfig(8, 0, "gpu", 3), ("latest", (2,)), "model.onnx"),
+    (model_config.ServingConfig(1, 100, "auto", 1), ("specific", (1, 3)), "other.onnx"),
+])
+def test_config_renderer_writes_what_triton_and_the_parser_read_back(serving, policy, filename) -> None:
+    """One codec: rendered text parses with Triton's schema to the same message as our parser's
+    JSON view of it, and back into an equal ModelConfig."""
+    config = replace(model_config.classifier_config("digits", (3, 32, 24), 7, serving),
+                     version_policy=policy, default_model_filename=filename)
+    text = model_config.render_model_config(config)
+    tritons = text_format.Parse(text, model_config_pb2.ModelConfig())
+    ours = parse_model_config(text)
+    assert ours == config
+    assert json_format.ParseDict(ours.json, model_config_pb2.ModelConfig()) == tritons
+    assert (tritons.max_batch_size, list(tritons.input[0].dims), tritons.output[0].label_filename) == (
+        serving.max_batch_size, [3, 32, 24], "labels.txt")
+    assert model_config_pb2.ModelInstanceGroup.Kind.Name(tritons.instance_group[0].kind) == config.instance_kind
+
+
+def test_exported_config_is_the_renderers_text(exported_repository: Path) -> None:
+    text = (exported_repository / MODEL / "config.pbtxt").read_text()
+    assert model_config.render_model_config(parse_model_config(text)) == text
+
+
+@pytest.mark.parametrize("value", ['plain', 'quote " and backslash \\', 'new\nline\ttab', 'ünïcødé 字'])
+def test_config_strings_round_trip_like_tritons(value: str) -> None:
+    config = replace(model_config.classifier_config("x", (1, 28, 28), 10, model_config.ServingConfig()), name=value)
+    text = model_config.render_model_config(config)
+    assert text_format.Parse(text, model_config_pb2.ModelConfig()).name == value
+    assert parse_model_config(text).name == value
 
 
 def test_startup_fails_fast_on_a_broken_repository(repo: Path) -> None:

@@ -1,26 +1,33 @@
-"""Reading Triton's ``config.pbtxt`` (protobuf text format of ``inference.ModelConfig``) without Triton.
+"""Triton's ``config.pbtxt`` (protobuf text format of ``inference.ModelConfig``): the one codec.
 
-Why a small parser instead of ``tritonclient.grpc.model_config_pb2``: the schema ships only inside
-``tritonclient[grpc]``, whose import pulls in grpcio (tens of MB) that the service never uses, into an
-image that should hold only what serving needs. The service reads a handful of fields, so this module
-implements the text-format grammar (fields, ``{}``/``<>`` messages, ``[...]`` lists, strings,
-numbers, enum identifiers, ``#`` comments) and checks every field against the part of Triton's schema
-it mirrors: an unknown field name is an error with a suggestion (as ``text_format.Parse`` would
-report), so a misspelt ``max_batch_sise`` cannot silently turn batching off. Blocks the service
-does not interpret (``optimization``, ``sequence_batching``, ...) are accepted as Triton spells them
-and passed through to the JSON view untyped. The tests check this parser against Triton's real
-schema on every config they use.
+``render_model_config`` writes it (``cnnspec export``, through ``classifier_config``);
+``parse_model_config`` reads it (the inference service, and export when it adds a version to a
+model whose interface must not change).
+
+Why a small codec instead of ``tritonclient.grpc.model_config_pb2`` + ``google.protobuf.text_format``:
+the schema ships only inside ``tritonclient[grpc]``, whose import pulls in grpcio (tens of MB) that
+the service never uses, into an image that should hold only what serving needs. The service reads
+a handful of fields, so this module implements the text-format grammar (fields, ``{}``/``<>``
+messages, ``[...]`` lists, strings, numbers, enum identifiers, ``#`` comments) and checks every
+field against the part of Triton's schema it mirrors: an unknown field name is an error with a
+suggestion (as ``text_format.Parse`` would report), so a misspelt ``max_batch_sise`` cannot
+silently turn batching off. Blocks the service does not interpret (``optimization``,
+``sequence_batching``, ...) are accepted as Triton spells them and passed through to the JSON view
+untyped; the renderer writes the typed fields only. The tests check both directions against
+Triton's real schema.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
-from serving.errors import ConfigError
+from ..errors import CnnspecError, did_you_mean
 
-from ..errors import did_you_mean
+
+class ConfigError(CnnspecError):
+    """A config.pbtxt that is not valid Triton model configuration text."""
 
 
 # Field kinds of the mirrored schema. A tuple (kind, repeated) per field; message kinds name a table.
@@ -216,9 +223,31 @@ class _Parser:
         return _opaque_scalar(token)
 
 
+_ESCAPE = re.compile(r"""\\(?:([0-7]{1,3})|x([0-9a-fA-F]{1,2})|u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8})|(.))""", re.S)
+_SIMPLE_ESCAPES = {"n": b"\n", "r": b"\r", "t": b"\t", "a": b"\a", "b": b"\b", "f": b"\f", "v": b"\v"}
+
+
 def _unquote(text: str) -> str:
+    """A string literal's value. As in protobuf, escapes stand for bytes (``\\ooo``, ``\\xhh``) or
+    code points (``\\uXXXX``) and the bytes are UTF-8, so what ``_quote`` writes reads back unchanged."""
     body = text[1:-1]
-    return body.encode("latin-1", "backslashreplace").decode("unicode_escape") if "\\" in body else body
+    if "\\" not in body:
+        return body
+
+    def byte_string(match: re.Match) -> bytes:
+        octal, hexa, short, long, other = match.groups()
+        if octal or hexa:
+            return bytes([int(octal, 8) & 0xFF if octal else int(hexa, 16)])
+        if short or long:
+            return chr(int(short or long, 16)).encode("utf-8", "surrogatepass")
+        return _SIMPLE_ESCAPES.get(other, other.encode("utf-8"))
+
+    parts, position = [], 0
+    for match in _ESCAPE.finditer(body):
+        parts += [body[position:match.start()].encode("utf-8"), byte_string(match)]
+        position = match.end()
+    parts.append(body[position:].encode("utf-8"))
+    return b"".join(parts).decode("utf-8", "replace")
 
 
 def _opaque_scalar(token: _Token) -> Any:
@@ -263,8 +292,8 @@ class ModelConfig:
     instance_count: int
     instance_kind: str
     version_policy: tuple[str, tuple[int, ...]]  # ("latest", (n,)) | ("all", ()) | ("specific", versions)
-    default_model_filename: str
-    json: dict[str, Any] = field(repr=False, compare=False)
+    default_model_filename: str = "model.onnx"
+    json: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # parsed text only
 
 
 def parse_model_config(text: str, file: str = "config.pbtxt") -> ModelConfig:
@@ -336,3 +365,82 @@ def _version_policy(policy: dict[str, Any] | None, file: str) -> tuple[str, tupl
     if kind == "specific":
         return ("specific", tuple(body.get("versions", [])))
     return ("all", ())
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+INSTANCE_KINDS = {"cpu": "KIND_CPU", "gpu": "KIND_GPU", "auto": "KIND_AUTO"}
+HEADER = "# Written by cnnspec export. Triton Inference Server / KServe model configuration.\n"
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """The parts of config.pbtxt a user chooses (``cnnspec export`` flags); the rest follows from the model."""
+
+    max_batch_size: int = 64
+    max_queue_delay_microseconds: int = 2000
+    instance_kind: str = "cpu"
+    instance_count: int = 1
+
+
+def classifier_config(name: str, input_shape: Sequence[int], num_classes: int, serving: ServingConfig,
+                      labels_file: str = "labels.txt") -> ModelConfig:
+    """An ONNX classifier's configuration: input ``input`` float32 [C, H, W], output ``logits``
+    float32 [K] labelled by ``labels_file``, dynamic batching, every version directory served."""
+    return ModelConfig(
+        name=name, platform="onnxruntime_onnx", max_batch_size=int(serving.max_batch_size),
+        inputs=(TensorConfig("input", "TYPE_FP32", tuple(int(d) for d in input_shape)),),
+        outputs=(TensorConfig("logits", "TYPE_FP32", (int(num_classes),), labels_file),),
+        max_queue_delay_us=int(serving.max_queue_delay_microseconds), instance_count=int(serving.instance_count),
+        instance_kind=INSTANCE_KINDS[serving.instance_kind], version_policy=("all", ()))
+
+
+def render_model_config(config: ModelConfig, header: str = HEADER) -> str:
+    """config.pbtxt text for the typed fields of ``config``; ``parse_model_config`` reads it back
+    to an equal ModelConfig."""
+    lines = [f"name: {_quote(config.name)}", f"platform: {_quote(config.platform)}",
+             f"max_batch_size: {int(config.max_batch_size)}"]
+    for key, tensors in (("input", config.inputs), ("output", config.outputs)):
+        if tensors:
+            lines += [f"{key} [", ",\n".join(_tensor(t) for t in tensors), "]"]
+    if config.max_queue_delay_us is not None:
+        lines += ["dynamic_batching {", f"  max_queue_delay_microseconds: {int(config.max_queue_delay_us)}", "}"]
+    lines += ["instance_group [", "  {", f"    kind: {_enum('kind', config.instance_kind)}",
+              f"    count: {int(config.instance_count)}", "  }", "]"]
+    if config.default_model_filename != "model.onnx":
+        lines.append(f"default_model_filename: {_quote(config.default_model_filename)}")
+    lines.append(f"version_policy: {_version_policy_text(config.version_policy)}")
+    return header + "\n".join(lines) + "\n"
+
+
+def _tensor(tensor: TensorConfig) -> str:
+    body = [f"name: {_quote(tensor.name)}", f"data_type: {_enum('data_type', tensor.data_type)}",
+            f"dims: [ {', '.join(str(int(d)) for d in tensor.dims)} ]"]
+    if tensor.label_filename:
+        body.append(f"label_filename: {_quote(tensor.label_filename)}")
+    return "  {\n" + "".join(f"    {line}\n" for line in body) + "  }"
+
+
+def _version_policy_text(policy: tuple[str, tuple[int, ...]]) -> str:
+    kind, values = policy
+    if kind == "latest":
+        return f"{{ latest {{ num_versions: {int(values[0])} }} }}"
+    if kind == "specific":
+        return f"{{ specific {{ versions: [ {', '.join(str(int(v)) for v in values)} ] }} }}"
+    return "{ all { } }"
+
+
+def _enum(name: str, value: str) -> str:
+    if value not in ENUMS[name]:
+        raise ConfigError(f"config.pbtxt: error: unknown value {value!r} for enum field '{name}'")
+    return value
+
+
+def _quote(text: str) -> str:
+    """A text-format string literal; bytes outside printable ASCII as octal escapes of their UTF-8."""
+    out = []
+    for byte in text.encode("utf-8"):
+        char = chr(byte)
+        out.append({"\\": "\\\\", '"': '\\"', "\n": "\\n"}.get(char, char) if 32 <= byte < 127 or char == "\n"
+                   else f"\\{byte:03o}")
+    return '"' + "".join(out) + '"'

@@ -18,74 +18,25 @@ Readers (Triton, ``serving/``) must ignore entries whose names start with a dot.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..deploy.files import atomic_write_bytes
 from ..errors import CnnspecError, did_you_mean
+from .files import atomic_write_bytes
 
 MODEL_FILENAME = "model.onnx"
 CONFIG_FILENAME = "config.pbtxt"
 LABELS_FILENAME = "labels.txt"
 TEMP_PREFIX = ".cnnspec-tmp-"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-INSTANCE_KINDS = {"cpu": "KIND_CPU", "gpu": "KIND_GPU", "auto": "KIND_AUTO"}
 
 
 class RepositoryError(CnnspecError):
     """A model repository cannot be written or read, or holds no such model/version."""
-
-
-@dataclass(frozen=True)
-class ServingConfig:
-    """The parts of config.pbtxt a user chooses; the rest follows from the model."""
-
-    max_batch_size: int = 64
-    max_queue_delay_microseconds: int = 2000
-    instance_kind: str = "cpu"
-    instance_count: int = 1
-
-
-def render_config(name: str, input_shape: Sequence[int], num_classes: int, serving: ServingConfig) -> str:
-    """config.pbtxt for an ONNX classifier: input ``input`` float32 [C, H, W], output ``logits``
-    float32 [K] labelled by labels.txt, dynamic batching, every version directory served."""
-    dims = ", ".join(str(int(d)) for d in input_shape)
-    return f"""# Written by cnnspec export. Triton Inference Server / KServe model configuration.
-name: {json.dumps(name)}
-platform: "onnxruntime_onnx"
-max_batch_size: {int(serving.max_batch_size)}
-input [
-  {{
-    name: "input"
-    data_type: TYPE_FP32
-    dims: [ {dims} ]
-  }}
-]
-output [
-  {{
-    name: "logits"
-    data_type: TYPE_FP32
-    dims: [ {int(num_classes)} ]
-    label_filename: "{LABELS_FILENAME}"
-  }}
-]
-dynamic_batching {{
-  max_queue_delay_microseconds: {int(serving.max_queue_delay_microseconds)}
-}}
-instance_group [
-  {{
-    kind: {INSTANCE_KINDS[serving.instance_kind]}
-    count: {int(serving.instance_count)}
-  }}
-]
-version_policy: {{ all {{ }} }}
-"""
 
 
 def render_labels(labels: Sequence[str]) -> str:

@@ -32,9 +32,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..deploy.files import atomic_write_bytes
-from ..deploy.repository import (
-    CONFIG_FILENAME, LABELS_FILENAME, ServingConfig, check_target, render_config, render_labels, write_model,
-)
+from ..deploy.model_config import ConfigError, ServingConfig, classifier_config, parse_model_config, render_model_config
+from ..deploy.repository import CONFIG_FILENAME, LABELS_FILENAME, check_target, render_labels, write_model
 from ..deploy.sessions import new_session
 from ..errors import CnnspecError
 from . import ExportError
@@ -166,7 +165,8 @@ def write(result: ExportResult) -> list[Path]:
     if options.repo is not None:
         name = options.name or run.spec.name
         _check_compatible(options.repo, name, run)
-        config = render_config(name, run.spec.input.shape, len(run.labels), options.serving)
+        config = render_model_config(classifier_config(name, run.spec.input.shape, len(run.labels), options.serving,
+                                                       LABELS_FILENAME))
         written.append(write_model(options.repo, name, options.version, result.model_bytes,
                                    config_text=config, labels_text=render_labels(run.labels)))
     if options.output is not None:
@@ -192,7 +192,7 @@ def _check_compatible(repo: Path, name: str, run: TrainedRun) -> None:
         return
     old_labels = labels_file.read_text(encoding="utf-8").splitlines()
     config = Path(repo) / name / CONFIG_FILENAME
-    old_dims = _config_input_dims(config.read_text(encoding="utf-8")) if config.is_file() else None
+    old_dims = _config_input_dims(config) if config.is_file() else None
     new_dims = [int(v) for v in run.spec.input.shape]
     if old_labels != run.labels or (old_dims is not None and old_dims != new_dims):
         raise ExportError(
@@ -201,11 +201,13 @@ def _check_compatible(repo: Path, name: str, run: TrainedRun) -> None:
             "labels.txt: export under another --name")
 
 
-def _config_input_dims(text: str) -> list[int] | None:
-    import re
-
-    match = re.search(r"input\s*\[\s*\{[^}]*?dims:\s*\[([^\]]*)\]", text)
-    return [int(v) for v in match.group(1).split(",")] if match else None
+def _config_input_dims(path: Path) -> list[int] | None:
+    """The first input's dims in an existing config.pbtxt (read with deploy's codec)."""
+    try:
+        config = parse_model_config(path.read_text(encoding="utf-8"), str(path))
+    except (ConfigError, OSError, UnicodeDecodeError) as exc:
+        raise ExportError(f"cannot add a version next to {path}: {exc}") from None
+    return list(config.inputs[0].dims) if config.inputs else None
 
 
 def preflight(options: ExportOptions, run: TrainedRun) -> None:
