@@ -190,7 +190,14 @@ specs/invalid/block_two_inputs.yaml:12:43: error: a block use takes one input, g
       |                                           ^
   expected: inputs: [one layer name] (inside the block it is called 'input')
   received: inputs=['left', 'right']
-  hint: merge them first, e.g. {type: concat, name: merged, inputs: [left, right]} (or add), and give the block inputs: [merged]""",
+  hint: merge them first, e.g. {type: concat, name: merged, inputs: [left, right]} (or add), and give the block inputs: [merged]""",    # the caret sits under 'raito' inside the quoted expression, not at the start of the value
+    "bad_expression.yaml": """\
+specs/invalid/bad_expression.yaml:8:67: error: in expression '${in_channels * raito}': unknown name 'raito'
+    8 |       - {type: conv2d, name: conv, out_channels: "${in_channels * raito}", kernel_size: 1}
+      |                                                                   ^
+  expected: one of index, count, in_channels, ratio
+  hint: did you mean 'ratio'?
+  note: in block 'expand' used as 'stage' at line 12""",
 }
 
 
