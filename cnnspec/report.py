@@ -32,7 +32,8 @@ def short_count(count: int) -> str:
 
 
 def field_text(field: ReceptiveField | None) -> str:
-    """'10x10 j4 s1.5' (size, jump, start); '-' for vectors."""
+    """'10x10 j4 s1.5' (size, jump, start); '<=14x14 j2 s-0.5' for an envelope (units that differ,
+    after a transposed conv or an upsampling); '-' for vectors."""
     if field is None:
         return "-"
     data = field.to_dict()
@@ -41,7 +42,7 @@ def field_text(field: ReceptiveField | None) -> str:
     def axis_pair(values: list[Any], sep: str) -> str:
         return fmt(values[0]) if values[0] == values[1] else sep.join(fmt(v) for v in values)
 
-    return f"{axis_pair(size, 'x') if size[0] != size[1] else f'{fmt(size[0])}x{fmt(size[1])}'} " \
+    return f"{'' if field.exact else '<='}{axis_pair(size, 'x') if size[0] != size[1] else f'{fmt(size[0])}x{fmt(size[1])}'} " \
            f"j{axis_pair(jump, ',')} s{axis_pair(start, ',')}"
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
@@ -132,7 +133,7 @@ def positive_weights(model: CompiledModel) -> None:
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for module in model.modules():
-            if isinstance(module, nn.Conv2d):
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
                 fan_in = module.weight[0].numel()
                 module.weight.copy_((torch.rand(module.weight.shape, generator=generator) + 0.5) / fan_in)
             if isinstance(module, nn.BatchNorm2d):
@@ -224,3 +225,44 @@ def field_measurement(analysis: Analysis, max_pixels: int | None = None):
                 (field.height.start + unit_h * field.height.jump, field.width.start + unit_w * field.width.jump))
     measured = ((high_h - low_h + 1, high_w - low_w + 1), ((low_h + high_h) / 2, (low_w + high_w) / 2))
     return expected, measured
+
+
+def assert_envelope(analysis: Analysis, target: int) -> None:
+    """A field that is an envelope (``exact`` false: a transposed conv or an upsampling, whose
+    units differ by phase), measured at the spec's input size: back-propagate each row of layer
+    ``target``'s output (for the H axis), then each column (W). Each unit's measured extent must lie
+    inside its envelope [start + u*jump -/+ (size-1)/2]; where a whole period of units (the jump's
+    denominator) has an envelope inside the image, each edge of the envelope must be reached by one
+    of them. A pixel whose gradient is under 1e-6 of the largest is a float rounding residue
+    (bilinear weights of 1e-8 where the source position is whole), not part of the field; a unit
+    that reads no input (only a bias) has no extent."""
+    report = analysis.layers[target]
+    prefix = Analysis(analysis.spec, analysis.layers[: target + 1])
+    model = CompiledModel(analysis.spec, prefix)
+    replace_max_pools(model, prefix, (0, 0))
+    positive_weights(model)
+    generator = torch.Generator().manual_seed(1)
+    x = (torch.rand(1, *analysis.input_shape, generator=generator) + 0.5).requires_grad_(True)
+    output = model(x)
+    field = report.receptive_field
+    for axis_index, axis in enumerate((field.height, field.width)):
+        length = analysis.input_shape[1 + axis_index]
+        left_gaps, right_gaps = [], []
+        for unit in range(report.output_shape[1 + axis_index]):
+            x.grad = None
+            output[0, :, unit].sum().backward(retain_graph=True) if axis_index == 0 else \
+                output[0, :, :, unit].sum().backward(retain_graph=True)
+            mass = x.grad.abs().sum(dim=(0, 1)).sum(dim=1 - axis_index)
+            hit = torch.nonzero(mass > 1e-6 * mass.max()).flatten() if mass.max() > 0 else []
+            if not len(hit):
+                continue
+            low, high = int(hit.min()), int(hit.max())
+            centre = axis.start + unit * axis.jump
+            envelope_low, envelope_high = centre - (axis.size - 1) / 2, centre + (axis.size - 1) / 2
+            assert envelope_low <= low and high <= envelope_high, (
+                report.name, "HW"[axis_index], unit, (low, high), (envelope_low, envelope_high))
+            if envelope_low >= 0 and envelope_high <= length - 1:
+                left_gaps.append(low - envelope_low)
+                right_gaps.append(envelope_high - high)
+        if len(left_gaps) >= Fraction(axis.jump).limit_denominator(1000).denominator:
+            assert min(left_gaps) == 0 and min(right_gaps) == 0, (report.name, "HW"[axis_index], left_gaps, right_gaps)

@@ -290,3 +290,32 @@ nested.yaml:11:40: error: add layer 'stage_sum': needs inputs of equal shape
   received: stage_main=[8, 8, 8], stage_shortcut_conv=[8, 4, 4]
   hint: give the shortcut a 1x1 conv2d with the main path's out_channels and stride (a projection), as ResNet does
   note: in block 'body' used as 'stage' at line 14"""
+
+
+@pytest.mark.parametrize("layer, field", [
+    # nearest x2: units 2m and 2m+1 both read input m, offsets m - u/2 = 0 and -1/2: envelope
+    # [-1/2, 0] around u/2: size 1 + 1/2, start -1/4, jump 1/2
+    ("{type: upsample, scale_factor: 2}", {"size": [1.5, 1.5], "jump": [0.5, 0.5], "start": [-0.25, -0.25]}),
+    # bilinear x2: x = u/2 - 1/4; unit 2m reads m-1, m (offsets -1, 0), 2m+1 reads m, m+1 (-1/2, 1/2)
+    ("{type: upsample, scale_factor: 2, mode: bilinear}", {"size": [2.5, 2.5], "jump": [0.5, 0.5], "start": [-0.25, -0.25]}),
+    # k4 s2 p1 (DCGAN): unit u reads (u + 1 - t)/2, t = 0..3: 2m reads m-1, m; 2m+1 reads m, m+1
+    ("{type: conv_transpose2d, out_channels: 2, kernel_size: 4, stride: 2, padding: 1}",
+     {"size": [2.5, 2.5], "jump": [0.5, 0.5], "start": [-0.25, -0.25]}),
+    # stride 1: a conv with padding d(k-1) - p = 1, every unit alike (exact): 3 / 1 / 0
+    ("{type: conv_transpose2d, out_channels: 2, kernel_size: 3, padding: 1}", {"size": [3, 3], "jump": [1, 1], "start": [0, 0]}),
+])
+def test_resampling_fields_by_hand(layer: str, field: dict):
+    result = analyze(parse_spec(f"name: r\ninput: {{channels: 1, height: 8, width: 8}}\nlayers:\n  - {layer}\n"))
+    data = result.layers[0].receptive_field.to_dict()
+    exact = data.pop("exact", None)
+    assert data == field
+    assert exact == (None if field["jump"] == [1, 1] else [False, False])
+
+
+def test_a_transposed_conv_after_a_stride_divides_the_jump_back():
+    # tiny_unet's up1 (k2 s2 p0) on bottom's 12 / 4 / 0.5: units 2m and 2m+1 both read input m,
+    # offsets 0 and -1/2: size 12 + (1/2)*4 = 14, start 0.5 - (1/4)*4 = -0.5, jump 4/2 = 2
+    result = analyze(parse_spec((ROOT / "specs" / "tiny_unet.yaml").read_text()))
+    assert result.layer("bottom").receptive_field.to_dict() == {"size": [12, 12], "jump": [4, 4], "start": [0.5, 0.5]}
+    assert result.layer("up1").receptive_field.to_dict() == {
+        "size": [14, 14], "jump": [2, 2], "start": [-0.5, -0.5], "exact": [False, False]}

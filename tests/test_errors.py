@@ -183,6 +183,24 @@ specs/invalid/empty_channel_slice.yaml:6:48: error: channel_shuffle layer 'mix':
   received: groups=4, input=[6, 8, 8]
   hint: groups that work here: 1, 2, 3, 6
 2 errors""",
+    # PyTorch: output_padding < max(stride, dilation) = max(2, 1)
+    "resampling_fields.yaml": """\
+specs/invalid/resampling_fields.yaml:6:112: error: conv_transpose2d layer 'up': output_padding 2 along H must be less than the stride or the dilation (PyTorch's rule)
+    6 |   - {type: conv_transpose2d, name: up, out_channels: 4, kernel_size: 3, stride: 2, padding: 1, output_padding: 2}
+      |                                                                                                                ^
+  expected: output_padding < max(stride, dilation) = 2
+  received: output_padding=2, stride=2, dilation=1
+specs/invalid/resampling_fields.yaml:7:48: error: upsample layer 'both': give exactly one of scale_factor and size
+    7 |   - {type: upsample, name: both, scale_factor: 2, size: [14, 14], inputs: [input]}
+      |                                                ^
+  expected: scale_factor: 2 (or [2, 3]), or size: [h, w]
+  received: scale_factor=2, size=[14, 14]
+specs/invalid/resampling_fields.yaml:8:67: error: upsample layer 'sharp': align_corners works only with mode bilinear (PyTorch rejects it for nearest)
+    8 |   - {type: upsample, name: sharp, scale_factor: 2, align_corners: true, inputs: [input]}
+      |                                                                   ^
+  received: mode='nearest', align_corners=true
+  hint: remove align_corners, or use mode: bilinear
+3 errors""",
     # pydantic alone said "inputs must have at most 1 item after validation, not 2 (block use)"
     "block_two_inputs.yaml": """\
 specs/invalid/block_two_inputs.yaml:12:43: error: a block use takes one input, got 2

@@ -77,7 +77,8 @@ def test_json_report_contract(path: Path) -> None:
         assert layer["inputs"] and all(isinstance(name, str) for name in layer["inputs"])
         field = layer["receptive_field"]
         if len(layer["output_shape"]) == 3:
-            assert set(field) == {"size", "jump", "start"} and all(len(v) == 2 for v in field.values())
+            assert set(field) - {"exact"} == {"size", "jump", "start"} and all(len(v) == 2 for v in field.values())
+            assert "exact" not in field or False in field["exact"], "exact appears only for an envelope"
         else:
             assert field is None, "the receptive field is null once the output is a vector"
     assert report["totals"]["params"] == sum(layer["params"] for layer in report["layers"])

@@ -14,6 +14,7 @@ from .receptive_field import ReceptiveField
 
 # -- the registry: one line per layer file --------------------------------------------------------
 from .conv import Conv2d
+from .conv_transpose import ConvTranspose2d
 from .linear import Linear
 from .pooling import MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, GlobalAvgPool
 from .norm import BatchNorm2d, LayerNorm2d, LayerScale
@@ -22,6 +23,7 @@ from .activation import ReLU, ReLU6, LeakyReLU, Sigmoid, Tanh, GELU, SiLU, Hards
 from .elu import ELU
 from .shape import Flatten, Identity
 from .channels import ChannelShuffle, ChannelSlice
+from .upsample import Upsample
 from .merge import Add, Concat, Mul
 # -------------------------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ Window arithmetic lives in window.py, the receptive-field algebra in receptive_f
 
 
 import math
+from fractions import Fraction
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,10 +32,13 @@ def pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
 
 
 def fmt(number: float) -> str:
-    """An int as ``1,234``; a fractional float as the shortest form (``1.5``)."""
-    if float(number).is_integer():
+    """An int as ``1,234``; a fractional float as the shortest form (``1.5``); a Fraction that no
+    short decimal writes exactly as ``7/15``."""
+    if float(number).is_integer() and number == int(number):
         return f"{int(number):,}"
-    return f"{number:g}"
+    if isinstance(number, Fraction) and Fraction(float(f"{float(number):g}")) != number:
+        return f"{number.numerator}/{number.denominator}"
+    return f"{float(number):g}"
 
 
 def show(shape: Shape) -> str:
