@@ -52,6 +52,7 @@ class ChannelSlice(Layer):
     end: int | None = Field(None, strict=True, description="One past the last channel kept (negative: from the end); "
                             "null: up to the last channel.")
 
+    none_default = {"end": "the last channel"}
     examples = (Example((6, 4, 4), start=0, end=3), Example((6, 4, 4), start=-2), Example((5,), start=1, end=-1))
 
     def bounds(self, channels: int) -> tuple[int, int]:

@@ -40,6 +40,7 @@ class ConvTranspose2d(Layer):
     dilation: Pair = Field(1, description="Spacing between kernel taps, d or [d_h, d_w].")
 
     needs = "feature_map"
+    none_default = {"in_channels": "inferred"}
     examples = (
         Example((4, 5, 5), out_channels=3, kernel_size=4, stride=2, padding=1),
         Example((4, 4, 6), out_channels=6, kernel_size=3, stride=2, padding=1, output_padding=1, groups=2),

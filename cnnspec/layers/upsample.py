@@ -46,6 +46,7 @@ class Upsample(Layer):
                                        "each other (x = u*(H-1)/(H_out-1)); default false (x = (u+1/2)*H/H_out - 1/2).")
 
     needs = "feature_map"
+    none_default = {"scale_factor": "none (give size)", "size": "none (give scale_factor)", "align_corners": "false"}
     field_depends_on_input_size = True  # with size or align_corners the ratio is H_in/H_out
     examples = (
         Example((3, 4, 5), scale_factor=2),
