@@ -31,6 +31,7 @@ from .metrics import Metrics
 from .protocol import build_infer_response, parse_infer_request, parse_json_object
 from .repository import ModelTable, parse_version
 from .settings import ServeSettings
+from .shared_memory import SharedMemoryRegions
 
 log = logging.getLogger("serving")
 
@@ -56,6 +57,7 @@ class ServingApp:
         self._token = settings.auth_token.get_secret_value().encode() if settings.auth_token else None
         self._public = PUBLIC_PATHS | ({"/metrics"} if settings.metrics_public else set())
         self._watch_task: asyncio.Task | None = None
+        self.shared_memory = SharedMemoryRegions(settings.shared_memory == "system")
         self.grpc_server: Any = None  # grpc.aio.Server while gRPC is on (settings.grpc_port)
         self.grpc_port: int | None = None
         self.router = Router(self._routes(), redirect_slashes=False, default=self._not_found)
@@ -142,6 +144,7 @@ class ServingApp:
             await asyncio.wait_for(self.table.drain(), timeout=self.settings.drain_timeout_s or None)
         except asyncio.TimeoutError:
             log.warning("shutdown: batches still running after %.1f s", self.settings.drain_timeout_s)
+        self.shared_memory.close()
 
     # --- the hot path -----------------------------------------------------------------------------
 
@@ -164,10 +167,11 @@ class ServingApp:
             finally:
                 entry.arrivals.done()
             loaded = entry.resolve(version)  # after the last await: a reload cannot slip in before submit
-            request = parse_infer_request(body, headers.header_length, loaded.model, self.settings.allow_non_finite)
+            request = parse_infer_request(body, headers.header_length, loaded.model, self.settings.allow_non_finite,
+                                          self.shared_memory)
             outputs = await loaded.batcher.submit(request.feeds, request.rows)
             serialize_started = perf_counter_ns()
-            body, header_length = build_infer_response(loaded.model, request, outputs)
+            body, header_length = build_infer_response(loaded.model, request, outputs, self.shared_memory)
             serialize_ns = perf_counter_ns() - serialize_started
             extra = []
             if header_length is not None:
@@ -209,6 +213,11 @@ class ServingApp:
             Route("/v2/repository/models/{name}/load", self.load, methods=["POST"]),
             Route("/v2/repository/models/{name}/unload", self.unload, methods=["POST"]),
             Route("/metrics", self.prometheus, methods=["GET"]),
+            Route("/v2/systemsharedmemory/status", self.shm_status, methods=["GET"]),
+            Route("/v2/systemsharedmemory/region/{region}/status", self.shm_status, methods=["GET"]),
+            Route("/v2/systemsharedmemory/region/{region}/register", self.shm_register, methods=["POST"]),
+            Route("/v2/systemsharedmemory/unregister", self.shm_unregister, methods=["POST"]),
+            Route("/v2/systemsharedmemory/region/{region}/unregister", self.shm_unregister, methods=["POST"]),
         ]
         for prefix in (model, versioned):
             routes += [
@@ -235,7 +244,28 @@ class ServingApp:
         return not self.stopping and self._loaded and self.table.ready()
 
     async def server_metadata(self, request: Request) -> Response:
-        return json_response({"name": "cnnspec", "version": __version__, "extensions": EXTENSIONS})
+        return json_response({"name": "cnnspec", "version": __version__, "extensions": self.extensions})
+
+    @property
+    def extensions(self) -> list[str]:
+        return EXTENSIONS + (["system_shared_memory"] if self.shared_memory.enabled else [])
+
+    # --- system shared memory (see shared_memory.py) ----------------------------------------------------
+
+    async def shm_status(self, request: Request) -> Response:
+        return json_response(self.shared_memory.status(request.path_params.get("region")))
+
+    async def shm_register(self, request: Request) -> Response:
+        self.shared_memory.check_enabled()  # off: say so before reading anything
+        payload = await self._small_json(request)
+        self.shared_memory.register(request.path_params["region"], payload.get("key"), payload.get("offset", 0),
+                                    payload.get("byte_size"))
+        return json_response({})
+
+    async def shm_unregister(self, request: Request) -> Response:
+        await self._small_json(request)
+        self.shared_memory.unregister(request.path_params.get("region"))
+        return json_response({})
 
     def _version(self, request: Request):
         entry = self.table.entry(request.path_params["name"])

@@ -37,8 +37,9 @@ from cnnspec import __version__
 from .errors import BadRequest, ServingError, Unauthorized, Unavailable
 from .model import ModelVersion, TensorSpec
 from .protocol import (RequestedOutput, batch_rows, check_finite, check_input, classify_rows, from_binary,
-                       to_bytes)
+                       read_shared_memory, to_bytes, write_shared_memory)
 from .repository import parse_version
+from .shared_memory import SharedMemoryRegions
 
 if TYPE_CHECKING:
     from .app import ServingApp
@@ -122,9 +123,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @rpc()
     async def ServerMetadata(self, request, context):
-        from .app import EXTENSIONS
-
-        return service_pb2.ServerMetadataResponse(name="cnnspec", version=__version__, extensions=EXTENSIONS)
+        return service_pb2.ServerMetadataResponse(name="cnnspec", version=__version__, extensions=self.app.extensions)
 
     @rpc()
     async def ModelMetadata(self, request, context):
@@ -176,6 +175,24 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelUnload(self, request, context):
         await self.table.unload(request.model_name)
         return service_pb2.RepositoryModelUnloadResponse()
+
+    # --- system shared memory (see shared_memory.py) ---------------------------------------------------
+
+    @rpc()
+    async def SystemSharedMemoryRegister(self, request, context):
+        self.app.shared_memory.register(request.name, request.key, request.offset, request.byte_size)
+        return service_pb2.SystemSharedMemoryRegisterResponse()
+
+    @rpc()
+    async def SystemSharedMemoryStatus(self, request, context):
+        status = service_pb2.SystemSharedMemoryStatusResponse
+        regions = {r["name"]: status.RegionStatus(**r) for r in self.app.shared_memory.status(request.name)}
+        return status(regions=regions)
+
+    @rpc()
+    async def SystemSharedMemoryUnregister(self, request, context):
+        self.app.shared_memory.unregister(request.name)
+        return service_pb2.SystemSharedMemoryUnregisterResponse()
 
     # --- inference ----------------------------------------------------------------------------------
 
@@ -236,11 +253,11 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
                 raise Unavailable("the server is shutting down")
             loaded = entry.resolve(version)
             model = loaded.model
-            feeds = parse_inputs(request, model, self.settings.allow_non_finite)
+            feeds = parse_inputs(request, model, self.settings.allow_non_finite, self.app.shared_memory)
             wanted = requested_outputs(request, model)
             outputs = await loaded.batcher.submit(feeds, batch_rows(feeds, model))
             serialize_started = perf_counter_ns()
-            response = build_response(request, model, wanted, outputs)
+            response = build_response(request, model, wanted, outputs, self.app.shared_memory)
             serialize_ns = perf_counter_ns() - serialize_started
             return response
         except ServingError as error:
@@ -265,27 +282,30 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return entry, entry.resolve(parse_version(version))
 
 
-def parse_inputs(request: service_pb2.ModelInferRequest, model: ModelVersion,
-                 allow_non_finite: bool) -> dict[str, np.ndarray]:
+def parse_inputs(request: service_pb2.ModelInferRequest, model: ModelVersion, allow_non_finite: bool,
+                 regions: SharedMemoryRegions | None = None) -> dict[str, np.ndarray]:
     """The request's input arrays, checked as the HTTP path checks them."""
     if not request.inputs:
         raise BadRequest("the request needs at least one input")
     raw = request.raw_input_contents
-    if raw and len(raw) != len(request.inputs):
-        raise BadRequest(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs; give one "
-                         "per input, in order, or use contents for every input")
+    in_memory = sum("shared_memory_region" in tensor.parameters for tensor in request.inputs)
+    if raw and len(raw) != len(request.inputs) - in_memory:
+        raise BadRequest(f"raw_input_contents has {len(raw)} entries for {len(request.inputs) - in_memory} inputs "
+                         "not in shared memory; give one per input, in order, or use contents for every input")
     feeds: dict[str, np.ndarray] = {}
-    for index, tensor in enumerate(request.inputs):
-        for key in tensor.parameters:
-            if key.startswith("shared_memory"):
-                raise BadRequest(f"input '{tensor.name}': shared-memory inputs are not supported by this server")
+    raw_index = 0
+    for tensor in request.inputs:
         spec, shape = check_input({"name": tensor.name, "shape": list(tensor.shape), "datatype": tensor.datatype},
                                   model, feeds)
-        if raw:
+        if "shared_memory_region" in tensor.parameters:
+            region, offset, byte_size = _shared_memory_parameters(tensor.parameters)
+            array = read_shared_memory(regions, spec, shape, region, offset, byte_size)
+        elif raw:
             if tensor.HasField("contents"):
                 raise BadRequest(f"input '{tensor.name}' has contents but the request uses raw_input_contents; "
                                  "use one or the other for all inputs")
-            array = from_binary(raw[index], spec, shape)
+            array = from_binary(raw[raw_index], spec, shape, "the raw_input_contents entry's size")
+            raw_index += 1
         else:
             array = _from_contents(tensor, spec, shape)
         feeds[spec.name] = check_finite(array, spec, allow_non_finite)
@@ -323,16 +343,26 @@ def requested_outputs(request: service_pb2.ModelInferRequest, model: ModelVersio
             classification = parameter.int64_param if parameter.WhichOneof("parameter_choice") == "int64_param" else -1
             if classification < 0:
                 raise BadRequest(f"output '{output.name}': classification must be a non-negative integer")
-        for key in output.parameters:
-            if key.startswith("shared_memory"):
-                raise BadRequest(f"output '{output.name}': shared-memory outputs are not supported by this server")
-        result.append(RequestedOutput(output.name, True, classification))
+        shared = _shared_memory_parameters(output.parameters) if "shared_memory_region" in output.parameters else None
+        result.append(RequestedOutput(output.name, True, classification, shared))
     return result
 
 
+def _shared_memory_parameters(parameters: Any) -> tuple[Any, Any, Any]:
+    """(region, offset, byte_size) from a tensor's InferParameter map; wrong kinds become None (refused)."""
+    def value(key: str, kind: str, default: Any = None) -> Any:
+        if key not in parameters:
+            return default
+        parameter = parameters[key]
+        return getattr(parameter, kind) if parameter.WhichOneof("parameter_choice") == kind else None
+    return (value("shared_memory_region", "string_param"), value("shared_memory_offset", "int64_param", 0),
+            value("shared_memory_byte_size", "int64_param"))
+
+
 def build_response(request: service_pb2.ModelInferRequest, model: ModelVersion, wanted: list[RequestedOutput],
-                   outputs: list[np.ndarray]) -> service_pb2.ModelInferResponse:
-    """Every output in ``raw_output_contents`` (little-endian bytes; BYTES length-prefixed), as Triton answers."""
+                   outputs: list[np.ndarray], regions: SharedMemoryRegions | None = None) -> service_pb2.ModelInferResponse:
+    """Every output in ``raw_output_contents`` (little-endian bytes; BYTES length-prefixed), as Triton answers;
+    an output in shared memory is written there and gets an empty entry (so the indices still line up)."""
     by_name = {spec.name: (spec, array) for spec, array in zip(model.outputs, outputs)}
     tensors, blobs = [], []
     for output in wanted:
@@ -341,9 +371,15 @@ def build_response(request: service_pb2.ModelInferRequest, model: ModelVersion, 
         if output.classification:
             array = classify_rows(array, spec, output.classification, model.max_batch_size > 0)
             datatype = "BYTES"
-        tensors.append(service_pb2.ModelInferResponse.InferOutputTensor(
-            name=spec.name, datatype=datatype, shape=array.shape))
-        blobs.append(to_bytes(array))
+        tensor = service_pb2.ModelInferResponse.InferOutputTensor(name=spec.name, datatype=datatype, shape=array.shape)
+        blob = to_bytes(array)
+        if output.shared_memory is not None:
+            written = write_shared_memory(regions, spec.name, output.shared_memory, blob)
+            tensor.parameters["shared_memory_region"].string_param = written["shared_memory_region"]
+            tensor.parameters["shared_memory_byte_size"].int64_param = written["shared_memory_byte_size"]
+            blob = b""
+        tensors.append(tensor)
+        blobs.append(blob)
     return service_pb2.ModelInferResponse(model_name=model.name, model_version=str(model.version), id=request.id,
                                           outputs=tensors, raw_output_contents=blobs)
 

@@ -20,6 +20,7 @@ import orjson
 
 from .errors import BadRequest
 from .model import ModelVersion, TensorSpec
+from .shared_memory import SharedMemoryRegions
 
 _FLOAT_TYPES = ("FP16", "FP32", "FP64")
 
@@ -31,6 +32,7 @@ class RequestedOutput:
     name: str
     binary: bool
     classification: int = 0
+    shared_memory: tuple[Any, Any, Any] | None = None  # (region, offset, byte_size): write the output there
 
 
 @dataclass
@@ -55,14 +57,14 @@ def parse_json_object(text: bytes, shape_hint: str = "") -> dict[str, Any]:
 
 
 def parse_infer_request(body: bytes, header_length: int | None, model: ModelVersion,
-                        allow_non_finite: bool = False) -> InferRequest:
+                        allow_non_finite: bool = False, regions: SharedMemoryRegions | None = None) -> InferRequest:
     """Parse and validate a request body against ``model``; raises BadRequest naming the problem."""
     header_bytes, binary = _split_body(body, header_length)
     header = parse_json_object(header_bytes, " with an 'inputs' list")
     request_id = header.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise BadRequest(f"'id' must be a string, got {type(request_id).__name__}")
-    feeds, rows = _inputs(header.get("inputs"), binary, model, allow_non_finite)
+    feeds, rows = _inputs(header.get("inputs"), binary, model, allow_non_finite, regions)
     outputs = _outputs(header, model)
     return InferRequest(request_id, feeds, rows, outputs)
 
@@ -84,8 +86,8 @@ def _parameters(item: dict[str, Any], where: str) -> dict[str, Any]:
     return parameters
 
 
-def _inputs(items: Any, binary: memoryview | None, model: ModelVersion,
-            allow_non_finite: bool) -> tuple[dict[str, np.ndarray], int]:
+def _inputs(items: Any, binary: memoryview | None, model: ModelVersion, allow_non_finite: bool,
+            regions: SharedMemoryRegions | None) -> tuple[dict[str, np.ndarray], int]:
     if not isinstance(items, list) or not items:
         raise BadRequest("the request needs a non-empty 'inputs' list")
     feeds: dict[str, np.ndarray] = {}
@@ -95,8 +97,13 @@ def _inputs(items: Any, binary: memoryview | None, model: ModelVersion,
             raise BadRequest("each entry of 'inputs' must be an object with a 'name'")
         spec, shape = check_input(item, model, feeds)
         name = spec.name
-        size = _binary_size(item, name)
-        if size is not None:
+        parameters = _parameters(item, f"input '{name}'")
+        size = _binary_size(parameters, name)
+        if "shared_memory_region" in parameters:
+            array = read_shared_memory(regions, spec, shape, parameters.get("shared_memory_region"),
+                                       parameters.get("shared_memory_offset", 0),
+                                       parameters.get("shared_memory_byte_size"))
+        elif size is not None:
             if binary is None:
                 raise BadRequest(f"input '{name}' has binary_data_size but the request has no "
                                  "Inference-Header-Content-Length header")
@@ -172,22 +179,29 @@ def _check_datatype(item: dict[str, Any], spec: TensorSpec) -> None:
                          f"'{spec.datatype}'")
 
 
-def _binary_size(item: dict[str, Any], name: str) -> int | None:
-    parameters = _parameters(item, f"input '{name}'")
-    if "shared_memory_region" in parameters:
-        raise BadRequest(f"input '{name}': shared-memory inputs are not supported by this server")
+def read_shared_memory(regions: SharedMemoryRegions | None, spec: TensorSpec, shape: tuple[int, ...],
+                       region: Any, offset: Any, byte_size: Any) -> np.ndarray:
+    """An input read (copied) from a registered shared memory region."""
+    if regions is None:
+        raise BadRequest(f"input '{spec.name}': shared-memory inputs are not supported here")
+    data = regions.read(f"input '{spec.name}'", region, offset, byte_size)
+    return from_binary(data, spec, shape, "shared_memory_byte_size")
+
+
+def _binary_size(parameters: dict[str, Any], name: str) -> int | None:
     size = parameters.get("binary_data_size")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
         raise BadRequest(f"input '{name}': binary_data_size must be a non-negative integer, got {size!r}")
     return size
 
 
-def from_binary(chunk: memoryview | bytes, spec: TensorSpec, shape: tuple[int, ...]) -> np.ndarray:
+def from_binary(chunk: memoryview | bytes, spec: TensorSpec, shape: tuple[int, ...],
+                size_name: str = "binary_data_size") -> np.ndarray:
     dtype = spec.dtype
     count = int(np.prod(shape))
     if len(chunk) != count * dtype.itemsize:
         raise BadRequest(f"input '{spec.name}': shape {list(shape)} of {spec.datatype} needs "
-                         f"{count * dtype.itemsize} bytes but binary_data_size is {len(chunk)}")
+                         f"{count * dtype.itemsize} bytes but {size_name} is {len(chunk)}")
     return np.frombuffer(chunk, dtype=dtype).reshape(shape)
 
 
@@ -230,19 +244,22 @@ def _outputs(header: dict[str, Any], model: ModelVersion) -> list[RequestedOutpu
         if item["name"] not in known:
             raise BadRequest(f"unknown output '{item['name']}' for model '{model.name}'; outputs: {sorted(known)}")
         parameters = _parameters(item, f"output '{item['name']}'")
+        shared = None
         if "shared_memory_region" in parameters:
-            raise BadRequest(f"output '{item['name']}': shared-memory outputs are not supported by this server")
+            shared = (parameters["shared_memory_region"], parameters.get("shared_memory_offset", 0),
+                      parameters.get("shared_memory_byte_size"))
         classification = parameters.get("classification", 0)
         if not isinstance(classification, int) or isinstance(classification, bool) or classification < 0:
             raise BadRequest(f"output '{item['name']}': classification must be a non-negative integer")
         result.append(RequestedOutput(item["name"], bool(parameters.get("binary_data", binary_default)),
-                                      classification))
+                                      classification, shared))
     return result
 
 
-def build_infer_response(model: ModelVersion, request: InferRequest,
-                         outputs: list[np.ndarray]) -> tuple[bytes, int | None]:
-    """The response body and, when any output is binary, the JSON header's length."""
+def build_infer_response(model: ModelVersion, request: InferRequest, outputs: list[np.ndarray],
+                         regions: SharedMemoryRegions | None = None) -> tuple[bytes, int | None]:
+    """The response body and, when any output is binary, the JSON header's length. Outputs asked
+    for in shared memory are written there and answered without data."""
     by_name = {spec.name: (spec, array) for spec, array in zip(model.outputs, outputs)}
     entries, blobs = [], []
     for wanted in request.outputs:
@@ -252,7 +269,9 @@ def build_infer_response(model: ModelVersion, request: InferRequest,
             entry = {"name": spec.name, "datatype": "BYTES", "shape": list(array.shape)}
         else:
             entry = {"name": spec.name, "datatype": spec.datatype, "shape": list(array.shape)}
-        if wanted.binary:
+        if wanted.shared_memory is not None:
+            entry["parameters"] = write_shared_memory(regions, spec.name, wanted.shared_memory, to_bytes(array))
+        elif wanted.binary:
             blob = to_bytes(array)
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
@@ -270,6 +289,16 @@ def build_infer_response(model: ModelVersion, request: InferRequest,
     if not blobs:
         return header, None
     return b"".join([header, *blobs]), len(header)
+
+
+def write_shared_memory(regions: SharedMemoryRegions | None, name: str, target: tuple[Any, Any, Any],
+                        blob: bytes) -> dict[str, Any]:
+    """Write an output into its region; the response's parameters for it."""
+    if regions is None:
+        raise BadRequest(f"output '{name}': shared-memory outputs are not supported here")
+    region, offset, byte_size = target
+    regions.write(f"output '{name}'", region, offset, byte_size, blob)
+    return {"shared_memory_region": region, "shared_memory_byte_size": len(blob)}
 
 
 def to_bytes(array: np.ndarray) -> bytes:

@@ -36,6 +36,9 @@ class ServeSettings(BaseSettings):
         None, ge=0, description="Override config.pbtxt's dynamic_batching.max_queue_delay_microseconds.")
     max_body_bytes: int = Field(8 * MIB, ge=1024, description="Limit on a request body, also after decompression.")
     max_image_pixels: int = Field(4096 * 4096, ge=1, description="Limit on an uploaded image's width x height.")
+    shared_memory: Literal["off", "system"] = Field(
+        "off", description="system: Triton's system shared memory extension for clients on this host (they "
+                           "pass tensors in POSIX shared memory); off: refused.")
     allow_non_finite: bool = Field(False, description="Accept NaN/Inf in floating-point inputs.")
     auth_token: SecretStr | None = Field(None, description="If set, require `Authorization: Bearer <token>`.")
     metrics_public: bool = Field(False, description="Serve /metrics without the token (health probes always are).")

@@ -253,7 +253,7 @@ def test_malformed_requests_get_invalid_argument(stub) -> None:
                                                     raw_input_contents=[images.tobytes(), b"x"]),
                       "raw_input_contents has 2 entries for 1 inputs"),
         "raw size": (service_pb2.ModelInferRequest(model_name=MODEL, inputs=[tensor], raw_input_contents=[b"1234"]),
-                     "needs 3136 bytes but binary_data_size is 4"),
+                     "needs 3136 bytes but the raw_input_contents entry's size is 4"),
         "typed count": (service_pb2.ModelInferRequest(model_name=MODEL, inputs=[
             service_pb2.ModelInferRequest.InferInputTensor(
                 name="input", datatype="FP32", shape=[1, 1, 28, 28],

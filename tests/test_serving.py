@@ -465,5 +465,18 @@ def test_sigterm_finishes_an_open_request_then_exits_cleanly(exported_repository
             process.wait()
 
 
+def test_shared_memory_is_off_by_default(server: Server, client: triton.InferenceServerClient) -> None:
+    answer = httpx.post(f"{server.base}/v2/systemsharedmemory/region/r/register",
+                        json={"key": "/cnnspec_any", "offset": 0, "byte_size": 16})
+    assert answer.status_code == 400
+    assert answer.json() == {"error": "system shared memory is off on this server (setting shared_memory=system, "
+                                      "environment CNNSPEC_SERVE_SHARED_MEMORY=system, turns it on)"}
+    assert "system_shared_memory" not in client.get_server_metadata()["extensions"]
+    body = {"inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32",
+                        "parameters": {"shared_memory_region": "r", "shared_memory_byte_size": 3136}}]}
+    refused = httpx.post(f"{server.base}/v2/models/{MODEL}/infer", json=body)
+    assert refused.status_code == 400 and "system shared memory is off" in refused.json()["error"]
+
+
 def test_repository_index(client: triton.InferenceServerClient) -> None:
     assert client.get_model_repository_index() == [{"name": MODEL, "version": "1", "state": "READY", "reason": ""}]
