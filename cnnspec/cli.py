@@ -211,7 +211,7 @@ def layers(layer_type: str | None, format_: str) -> None:
     if layer_type:
         entries = [e for e in entries if e["type"] == layer_type]
         if not entries:
-            hint = did_you_mean(layer_type, [e["type"] for e in catalog()])
+            hint = did_you_mean(layer_type, [e["type"] for e in catalog()], n=3)
             raise UsageError(f"unknown layer type '{layer_type}'", [hint] if hint else [])
     if format_ == "json":
         click.echo(json.dumps(entries, indent=2))

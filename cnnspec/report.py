@@ -173,8 +173,8 @@ def explain_lines(analysis: Analysis) -> list[list[str]]:
         after = report.receptive_field
         if after is None:
             lines.append("receptive field: null (the output is a vector: every unit sees the whole input)")
-        elif hasattr(layer, "explain_field") and all(b is not None for b in before):
-            lines.extend(layer.explain_field(before if len(before) > 1 else before[0], after))
+        elif all(b is not None for b in before) and (field_lines := layer.explain_field(before, after)):
+            lines.extend(field_lines)
         elif before and before[0] == after:
             lines.append("shape and receptive field pass through unchanged (pointwise)")
         else:

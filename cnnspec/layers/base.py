@@ -123,6 +123,11 @@ class Layer(BaseModel):
     def explain(self, shapes: list[Shape], out: Shape) -> list[str]:
         return []
 
+    def explain_field(self, before: list[ReceptiveField], after: ReceptiveField) -> list[str]:
+        """The receptive-field arithmetic from the inputs' fields to ``after`` (none by default:
+        the report then says the field passes through, or prints it)."""
+        return []
+
     def label(self) -> str:
         """Short description for diagrams, e.g. ``conv2d 3x3/1``; by default the type."""
         return self.type

@@ -81,10 +81,11 @@ class Windowed(Layer):
             field.width.through_window(width.kernel, width.stride, width.pad_begin, width.dilation),
         )
 
-    def explain_field(self, before: ReceptiveField, after: ReceptiveField) -> list[str]:
+    def explain_field(self, before: list[ReceptiveField], after: ReceptiveField) -> list[str]:
+        field = before[0]
         return [
             explain_field(label, b, a, w.kernel, w.stride, w.pad_begin, w.dilation)
-            for label, b, a, w in zip("HW", (before.height, before.width), (after.height, after.width), self.windows())
+            for label, b, a, w in zip("HW", (field.height, field.width), (after.height, after.width), self.windows())
         ]
 
     def spatial_output(self, shapes: list[Shape], ceil_mode: bool = False) -> tuple[int, int]:
