@@ -251,3 +251,29 @@ layers:
     assert layers["s_0_squeeze"].out_channels == 4
     assert (layers["s_0_drop"].p, layers["s_1_drop"].p) == (0.0, 0.1)
     assert layers["s_0_down"].out_channels == 8 and "s_1_down" not in layers  # 16 / 4 = 4 -> 8
+
+
+def test_block_style_needs_no_quotes_and_errors_still_point_at_the_token():
+    text = """\
+name: net
+input: {channels: 3, height: 8, width: 8}
+blocks:
+  b:
+    args:
+      c: 4
+      hidden: ${c * 4 if c > 2 else max(1, c // 4)}
+    layers:
+      - type: conv2d
+        out_channels: ${hidden // 0}
+        kernel_size: 1
+layers:
+  - {block: b, name: s}
+"""
+    assert _render(text) == """\
+net.yaml:10:32: error: in expression '${hidden // 0}': division by zero in '//'
+   10 |         out_channels: ${hidden // 0}
+      |                                ^
+  hint: guard it, e.g. x // y if y != 0 else 0
+  note: in block 'b' used as 's' at line 13"""
+    spec = parse_spec(text.replace("hidden // 0", "hidden // 2"))
+    assert spec.nodes[0].layer.out_channels == 8  # c = 4 > 2: hidden = 16, // 2
