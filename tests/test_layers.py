@@ -202,6 +202,20 @@ def test_declared_traits_hold_for_the_module(kind: str, index: int, example: Exa
         assert weight.ndim == 4 and weight.shape[0] == analysis.layer(LAYER).output_shape[0]
 
 
+@pytest.mark.parametrize("kind,index,example", CASES, ids=CASE_IDS)
+def test_explain_renders_the_layer(kind: str, index: int, example: Example):
+    """``analyze --explain`` for the example: the layer's section with its shapes and a receptive-
+    field line (the arithmetic, 'unchanged', the field, or null for a vector)."""
+    from cnnspec.report import render_explain
+
+    analysis = example_analysis(kind, index)
+    report = analysis.layer(LAYER)
+    text = render_explain(analysis)
+    section = text[text.index(f"{LAYER} ({kind}): "):].split("\n\n")[0]
+    assert section.splitlines()[0].endswith(f"-> [{', '.join(map(str, report.output_shape))}]")
+    assert "receptive field" in section or "RF_H" in section
+
+
 @st.composite
 def grown_examples(draw) -> tuple[str, int]:
     kind, index, example = draw(st.sampled_from(CASES))

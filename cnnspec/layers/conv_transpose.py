@@ -124,9 +124,10 @@ class ConvTranspose2d(Layer):
                      f"{fmt(self.macs(shapes, out))} (every input pixel times the whole kernel, as torch counts it)")
         return lines
 
-    def explain_field(self, before: ReceptiveField, after: ReceptiveField) -> list[str]:
+    def explain_field(self, before: list[ReceptiveField], after: ReceptiveField) -> list[str]:
+        field = before[0]
         return [explain_resampling(label, b, a, f"1/{stride}", fmt) for label, b, a, (_, stride, *_rest) in zip(
-            "HW", (before.height, before.width), (after.height, after.width), self.axes())]
+            "HW", (field.height, field.width), (after.height, after.width), self.axes())]
 
     def to_torch(self, shapes: list[Shape]) -> Any:
         import torch.nn as nn

@@ -103,9 +103,10 @@ class Upsample(Layer):
                      in zip("HW", shapes[0][1:], pair(self.scale_factor), out[1:])]
         return [*lines, "params = 0; MACs = 0 (the MAC convention counts conv2d and linear only)"]
 
-    def explain_field(self, before: ReceptiveField, after: ReceptiveField) -> list[str]:
+    def explain_field(self, before: list[ReceptiveField], after: ReceptiveField) -> list[str]:
+        field = before[0]
         return [explain_resampling(label, b, a, fmt(a.jump / b.jump), fmt) for label, b, a in zip(
-            "HW", (before.height, before.width), (after.height, after.width))]
+            "HW", (field.height, field.width), (after.height, after.width))]
 
     def to_torch(self, shapes: list[Shape]) -> Any:
         import torch.nn as nn
