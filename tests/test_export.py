@@ -24,7 +24,8 @@ from cli_helpers import run_cli
 from cnnspec.cli import main
 from cnnspec.train.data import dataset_info, load_split, normalize
 from cnnspec.errors import CnnspecError
-from cnnspec.export.pipeline import ExportOptions, build, export, load_run
+from cnnspec.export.pipeline import ExportOptions, build, export
+from cnnspec.train.run import load_run
 from cnnspec.deploy.model_card import METADATA_KEYS, ModelCard
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -94,8 +94,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained(run_dir: Path) -> trained_run.TrainedModel:
-    return trained_run.load_trained_model(run_dir)
+def trained(run_dir: Path) -> trained_run.TrainedRun:
+    return trained_run.load_run(run_dir)
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +192,7 @@ def test_filter_panels_one_per_kernel_in_row_order() -> None:
     assert len(corners) == 32  # no two kernels drawn on the same spot
 
 
-def test_visualize_filters_conv1_draws_32_kernels(run_dir: Path, trained: trained_run.TrainedModel,
+def test_visualize_filters_conv1_draws_32_kernels(run_dir: Path, trained: trained_run.TrainedRun,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_cli(["visualize", "filters", run_dir, "--layer", "conv1"], capsys)
     assert (code, err) == (0, "")
@@ -210,7 +210,7 @@ def test_visualize_filters_conv1_draws_32_kernels(run_dir: Path, trained: traine
     assert images[0].norm.vmin == -images[0].norm.vmax == pytest.approx(-np.abs(weights).max())
 
 
-def test_visualize_filters_conv2_input_channel_and_max_filters(run_dir: Path, trained: trained_run.TrainedModel,
+def test_visualize_filters_conv2_input_channel_and_max_filters(run_dir: Path, trained: trained_run.TrainedRun,
                                                                 tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     weights = trained.model.conv2.weight.detach().numpy()
     assert np.allclose(filters.layer_kernels(trained, "conv2", None), weights.mean(axis=1))
@@ -254,7 +254,7 @@ def test_visualize_refuses_missing_or_broken_checkpoints(tmp_path: Path, capsys:
 
 # --- feature maps ----------------------------------------------------------------------------------
 
-def test_load_image_converts_a_64x64_rgb_digit_to_the_model_input(trained: trained_run.TrainedModel, digit_png: Path) -> None:
+def test_load_image_converts_a_64x64_rgb_digit_to_the_model_input(trained: trained_run.TrainedRun, digit_png: Path) -> None:
     tensor, picture = feature_maps.load_image(digit_png, (1, 28, 28), [0.1307], [0.3081])
     assert tuple(tensor.shape) == (1, 1, 28, 28) and tensor.dtype == torch.float32
     original, _ = mnist_digit()
@@ -265,7 +265,7 @@ def test_load_image_converts_a_64x64_rgb_digit_to_the_model_input(trained: train
     assert np.allclose(inverted_picture, 1.0 - picture, atol=1e-6)
 
 
-def test_conv_feature_maps_are_the_conv_outputs(trained: trained_run.TrainedModel, digit_png: Path) -> None:
+def test_conv_feature_maps_are_the_conv_outputs(trained: trained_run.TrainedRun, digit_png: Path) -> None:
     tensor, _ = feature_maps.load_image(digit_png, (1, 28, 28), [0.1307], [0.3081])
     maps, output = feature_maps.conv_feature_maps(trained, tensor)
     assert list(maps) == ["conv1", "conv2"]
@@ -276,7 +276,7 @@ def test_conv_feature_maps_are_the_conv_outputs(trained: trained_run.TrainedMode
     assert feature_maps.strongest_channels(np.stack([np.zeros((2, 2)), -3 * np.ones((2, 2)), np.ones((2, 2))]), 2) == [1, 2]
 
 
-def test_visualize_feature_maps_of_a_real_digit(run_dir: Path, trained: trained_run.TrainedModel, digit_png: Path,
+def test_visualize_feature_maps_of_a_real_digit(run_dir: Path, trained: trained_run.TrainedRun, digit_png: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_cli(["visualize", "feature-maps", run_dir, "--image", digit_png], capsys)
     assert (code, err) == (0, "")

@@ -124,6 +124,32 @@ def test_checkpoints_load_with_weights_only_and_rebuild_the_model(short_run: tup
     assert last["best_eval_accuracy"] == max(m["eval_accuracy"] for m in last["metrics"])
 
 
+def test_one_loader_of_a_trained_run_serves_export_and_the_pictures(short_run: tuple[Path, str], tmp_path: Path,
+                                                                   capsys) -> None:
+    from cli_helpers import run_cli
+    from cnnspec.export import pipeline
+    from cnnspec.plots import feature_maps, filters
+    from cnnspec.train.run import TrainedRun, load_run
+
+    assert pipeline.load_run is filters.load_run is feature_maps.load_run is load_run
+    out, _ = short_run
+    run = load_run(out)
+    assert isinstance(run, TrainedRun) and run.checkpoint.name == "best.pt" and not run.model.training
+    assert run.spec.name == "tiny_cnn" and run.labels == [str(d) for d in range(10)]
+    assert (run.dataset_name, run.mean, run.std) == ("mnist_sample", (0.1307,), (0.3081,))
+    saved = load_checkpoint(out / "best.pt")
+    assert run.epoch == saved["epoch"] and run.metrics == saved["metrics"]
+    assert run.eval_accuracy == saved["metrics"][-1]["eval_accuracy"]
+    assert run.caption() == f"best.pt, epoch {run.epoch}, eval accuracy {100 * run.eval_accuracy:.2f}%, dataset mnist_sample"
+    # The same checks for every consumer: a run whose spec.yaml was edited is refused by the pictures too.
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    (edited / "best.pt").write_bytes((out / "best.pt").read_bytes())
+    (edited / "spec.yaml").write_text((out / "spec.yaml").read_text().replace("p: 0.25", "p: 0.5"))
+    code, _, err = run_cli(["visualize", "filters", edited, "--layer", "conv1"], capsys)
+    assert code == 1 and "was trained from a different spec" in err and "Traceback" not in err
+
+
 def test_a_finished_run_is_not_overwritten_and_resume_has_nothing_left(short_run, spec_file, capsys) -> None:
     out, _ = short_run
     before = (out / "last.pt").read_bytes()

@@ -10,7 +10,7 @@ from .. import __version__
 from ..deploy.images import COLOR_MODES
 from ..deploy.model_card import ModelCard
 from . import ExportError
-from .run import TrainedRun
+from ..train.run import TrainedRun
 
 OPSET = 18
 MIN_OPSET = 18  # the dynamo exporter's own; its down-conversion to 17 fails for BatchNorm/ReduceMean graphs
@@ -22,19 +22,13 @@ def card_for(run: TrainedRun, quantization: str = "none") -> ModelCard:
     per input channel), labels, and ``outputs`` "probabilities" when the spec's last layer produces
     them (softmax), else "logits"."""
     shape = [int(v) for v in run.spec.input.shape]
-    dataset = run.dataset
-    mean = [float(v) for v in dataset.get("mean") or [0.0]]
-    std = [float(v) for v in dataset.get("std") or [1.0]]
-    if len(mean) == 1 and shape[0] > 1:
-        mean, std = mean * shape[0], std * shape[0]
-    epoch = run.payload.get("epoch")
     return ModelCard(
         spec_name=run.spec.name, spec_hash=run.spec.hash, spec_text=run.spec.text, labels=tuple(run.labels),
-        input_shape=tuple(shape), mean=tuple(mean), std=tuple(std), color_mode=COLOR_MODES.get(shape[0], ""),
-        dataset=str(dataset.get("name") or ""), cnnspec_version=__version__, eval_accuracy=run.eval_accuracy,
+        input_shape=tuple(shape), mean=run.mean, std=run.std, color_mode=COLOR_MODES.get(shape[0], ""),
+        dataset=run.dataset_name or "", cnnspec_version=__version__, eval_accuracy=run.eval_accuracy,
         input_name="input", output_name="logits", quantization=quantization,
         outputs="probabilities" if run.spec.nodes[-1].layer.produces_probabilities else "logits",
-        epoch=epoch if isinstance(epoch, int) else None)
+        epoch=run.epoch)
 
 
 def metadata_for(run: TrainedRun, quantization: str = "none") -> dict[str, str]:

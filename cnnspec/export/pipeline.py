@@ -39,9 +39,12 @@ from ..errors import CnnspecError
 from . import ExportError
 from .convert import OPSET, finish_graph, metadata_for, to_onnx
 from .quantize import QUANTIZE_MODES, ModelFigures, figures, quantize
-from .run import TrainedRun, load_run
+from ..train.run import TrainedRun, load_run
 from .samples import DEFAULT_SAMPLES, Samples, load_samples
 from .verify import TOLERANCE, Check, verify
+
+#: the batch the memory check assumes: verification runs up to --samples (63) images at once
+EXPORT_BATCH = 64
 
 
 @dataclass
@@ -94,7 +97,7 @@ def build(options: ExportOptions, run: TrainedRun | None = None) -> ExportResult
     if not options.data_check and options.quantize != "none":
         raise ExportError("--quantize needs the dataset (calibration and the accuracy change on the test "
                           "split); drop --no-data-check")
-    run = run or load_run(options.source, options.spec_file)
+    run = run or load_run(options.source, options.spec_file, command="export", batch_size=EXPORT_BATCH)
     output_shape = [int(v) for v in run.analysis.output_shape]
     if len(output_shape) != 1 or len(run.labels) != output_shape[0]:
         raise ExportError(
@@ -222,7 +225,7 @@ def preflight(options: ExportOptions, run: TrainedRun) -> None:
 def export(options: ExportOptions, report: Callable[[ExportResult], None] | None = None) -> ExportResult:
     """Build and verify, call ``report`` (e.g. print the tables), then write; raise ExportError if
     verification failed (nothing is written then)."""
-    run = load_run(options.source, options.spec_file)
+    run = load_run(options.source, options.spec_file, command="export", batch_size=EXPORT_BATCH)
     preflight(options, run)
     result = build(options, run)
     if report is not None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..deploy.images import normalize_pixels
 from . import ExportError
-from .run import TrainedRun
+from ..train.run import TrainedRun
 
 DEFAULT_SAMPLES = 63  # odd, so a batch-size bug that only shows on odd sizes cannot hide
 
@@ -29,13 +29,12 @@ def load_samples(run: TrainedRun, data_dir: str | Path | None, count: int, calib
     """Load the run's dataset with cnnspec.data and normalise with the checkpoint's mean/std."""
     from ..train.data import load_split
 
-    dataset = run.dataset
-    name = dataset.get("name")
+    name = run.dataset_name
     if not name:
         raise ExportError(f"{run.checkpoint} does not say which dataset it was trained on")
-    data_dir = data_dir or (run.payload.get("train_config") or {}).get("data_dir")
+    data_dir = data_dir or run.data_dir
     shape = tuple(int(v) for v in run.spec.input.shape)
-    mean, std = dataset.get("mean") or [0.0], dataset.get("std") or [1.0]
+    mean, std = list(run.mean), list(run.std)
     images, labels = load_split(name, data_dir, train=False, input_shape=shape)
     test = normalize_pixels(images.numpy(), mean, std)
     calib = None

@@ -8,7 +8,7 @@ from typing import Any
 from .canvas import DIVERGING_COLORMAP, EVAL_COLOR, _new_figure, _png_path, _save
 from .filters import conv_layer_names
 from ..errors import UsageError
-from ..train.run import TrainedModel, load_trained_model
+from ..train.run import TrainedRun, load_run
 
 FEATURE_CELL_PIXELS = 110
 """Size of one feature-map panel."""
@@ -55,7 +55,7 @@ def _per_channel(values: list[float], channels: int) -> tuple[float, ...]:
     raise UsageError(f"the checkpoint's dataset statistics have {len(values)} values for {channels} channel(s)")
 
 
-def conv_feature_maps(trained: TrainedModel, tensor: Any) -> tuple[dict[str, Any], Any]:
+def conv_feature_maps(trained: TrainedRun, tensor: Any) -> tuple[dict[str, Any], Any]:
     """Run the model once; return each conv layer's output (before any activation) as a numpy
     array C x H x W, and the model's output for the image."""
     import torch
@@ -94,19 +94,18 @@ def plot_feature_maps(checkpoint: str | Path, image: str | Path, output: str | P
                       max_channels: int = 8, invert: bool = False) -> Path:
     """Draw what each conv layer computes for one image (see ``feature_maps_figure``); return the
     PNG path. Default output: feature_maps_<image name>.png next to the checkpoint."""
-    trained = load_trained_model(checkpoint)
-    output = _png_path(output, trained.path.parent / f"feature_maps_{Path(image).stem}.png")
+    trained = load_run(checkpoint, command="visualize")
+    output = _png_path(output, trained.checkpoint.parent / f"feature_maps_{Path(image).stem}.png")
     return _save(feature_maps_figure(trained, image, max_channels, invert), output)
 
 
-def feature_maps_figure(trained: TrainedModel, image: str | Path, max_channels: int = 8, invert: bool = False) -> Any:
+def feature_maps_figure(trained: TrainedRun, image: str | Path, max_channels: int = 8, invert: bool = False) -> Any:
     """Top row: the image as the model sees it and the predicted class probabilities. Then one row
     per conv layer with its ``max_channels`` strongest channels (conv output before activation,
     one colour scale per row, symmetric about 0)."""
     if max_channels < 1:
         raise UsageError(f"--max-channels must be at least 1, got {max_channels}")
-    dataset = trained.dataset
-    tensor, picture = load_image(image, tuple(trained.spec.input.shape), dataset.get("mean"), dataset.get("std"), invert)
+    tensor, picture = load_image(image, tuple(trained.spec.input.shape), list(trained.mean), list(trained.std), invert)
     maps, output_vector = conv_feature_maps(trained, tensor)
     if not maps:
         raise UsageError(f"spec '{trained.spec.name}' has no conv2d layer, so there are no feature maps to draw")
@@ -122,7 +121,7 @@ def feature_maps_figure(trained: TrainedModel, image: str | Path, max_channels: 
     return figure
 
 
-def _draw_input_row(row: Any, picture: Any, trained: TrainedModel, output_vector: Any, columns: int) -> None:
+def _draw_input_row(row: Any, picture: Any, trained: TrainedRun, output_vector: Any, columns: int) -> None:
     """The resized input image, then a bar chart of class probabilities when the output is a class vector."""
     import torch
 
@@ -133,7 +132,7 @@ def _draw_input_row(row: Any, picture: Any, trained: TrainedModel, output_vector
     channels, height, width = trained.spec.input.shape
     axes.set_title(f"input {height}x{width}", fontsize=9)
     row.supylabel("image", fontsize=9)
-    labels = trained.spec.labels or trained.dataset.get("labels")
+    labels = trained.labels
     if output_vector.ndim != 1 or not labels or len(labels) != output_vector.shape[0]:
         return
     final = trained.spec.nodes[-1].layer

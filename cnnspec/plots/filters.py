@@ -10,7 +10,7 @@ from typing import Any
 from .canvas import DIVERGING_COLORMAP, _new_figure, _png_path, _save
 from ..errors import UsageError, did_you_mean
 from ..layers import LAYER_TYPES
-from ..train.run import TrainedModel, load_trained_model
+from ..train.run import TrainedRun, load_run
 
 FILTER_CELL_MAX_PIXELS = 80
 """Largest on-screen size of one kernel in the filter grid; wide grids shrink it to fit 1,400 px."""
@@ -85,7 +85,7 @@ def filter_panel_extents(layout: GridLayout) -> list[tuple[float, float, float, 
     return extents
 
 
-def layer_kernels(trained: TrainedModel, layer: str, input_channel: int | None) -> Any:
+def layer_kernels(trained: TrainedRun, layer: str, input_channel: int | None) -> Any:
     """The layer's kernels as a numpy array (out_channels x k_h x k_w): one input channel, or the
     mean over the input channels when ``input_channel`` is None."""
     check_conv_layer(trained.spec, layer)
@@ -104,13 +104,13 @@ def plot_filters(checkpoint: str | Path, layer: str, output: str | Path | None =
 
     Default output: filters_<layer>.png next to the checkpoint.
     """
-    trained = load_trained_model(checkpoint)
+    trained = load_run(checkpoint, command="visualize")
     check_conv_layer(trained.spec, layer)
-    output = _png_path(output, trained.path.parent / f"filters_{layer}.png")
+    output = _png_path(output, trained.checkpoint.parent / f"filters_{layer}.png")
     return _save(filters_figure(trained, layer, input_channel, max_filters), output)
 
 
-def filters_figure(trained: TrainedModel, layer: str, input_channel: int | None = None, max_filters: int = 256) -> Any:
+def filters_figure(trained: TrainedRun, layer: str, input_channel: int | None = None, max_filters: int = 256) -> Any:
     """One small image per output channel of ``layer`` (its first ``max_filters``), laid out by
     ``filter_grid_layout``; colours shared by all kernels and centred at 0 (red positive, blue
     negative) so kernels can be compared."""
