@@ -112,17 +112,3 @@ def barrier(context: Context) -> None:
 
         dist.barrier()
 
-
-def threads_per_process(context: Context) -> int:
-    """CPU threads for this process: OMP_NUM_THREADS when set (torch's convention; torchrun sets it
-    to 1 for multi-process runs unless you set it), else the cores this process may run on
-    (``os.sched_getaffinity`` respects taskset and container CPU sets) shared by the processes of
-    its node."""
-    configured = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if configured.isdigit() and int(configured) > 0:
-        return int(configured)
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(1, context.local_world_size))

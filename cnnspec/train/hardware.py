@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,3 +87,17 @@ def use_channels_last(spec: Spec, device: torch.device) -> bool:
     ~1.8x faster for SimpleCNN on 2 cores); MPS keeps the default layout."""
     return device.type in ("cuda", "cpu") and any(node.layer.is_convolution for node in spec.nodes)
 
+
+def threads_per_process(context: distributed.Context) -> int:
+    """CPU threads for this process: OMP_NUM_THREADS when set (torch's convention; torchrun sets it
+    to 1 for multi-process runs unless you set it), else the cores this process may run on
+    (``os.sched_getaffinity`` respects taskset and container CPU sets) shared by the processes of
+    its node."""
+    configured = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if configured.isdigit() and int(configured) > 0:
+        return int(configured)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, context.local_world_size))

@@ -36,7 +36,7 @@ from .checkpoint import (CheckpointError, capture_rng, check_spec, load_checkpoi
                          restore_rng, save_checkpoint)
 from .data import (DatasetError, DatasetInfo, Normalizer, check_spec_matches, dataset_for_spec, epoch_order, eval_shard,
                    load_split, per_channel)
-from .hardware import Precision, pick_device, use_channels_last
+from .hardware import Precision, pick_device, threads_per_process, use_channels_last
 from .optimization import make_optimizer, make_scheduler
 from .options import TrainOptions, options_for_resume, resolve_options
 from .progress import Reporter
@@ -113,7 +113,7 @@ class Run:
         self.device = pick_device(self.options.device, self.context)
         self._check_memory()
         distributed.start(self.context, self.device.type)
-        torch.set_num_threads(distributed.threads_per_process(self.context))
+        torch.set_num_threads(threads_per_process(self.context))
         self.info = self._dataset()
         self.train_split, self.test_split = self._load(download)
         self._seed(self.options.seed)
