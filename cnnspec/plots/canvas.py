@@ -25,9 +25,7 @@ TRAIN_COLOR = "#1f77b4"
 EVAL_COLOR = "#d62728"
 
 
-# --- shared ----------------------------------------------------------------------------------------
-
-def _new_figure(pixels: tuple[int, int]) -> Any:
+def new_figure(pixels: tuple[int, int]) -> Any:
     """A Figure of exactly ``pixels`` (width, height) at DPI, on an Agg canvas."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -37,7 +35,7 @@ def _new_figure(pixels: tuple[int, int]) -> Any:
     return figure
 
 
-def _save(figure: Any, output: Path) -> Path:
+def save_png(figure: Any, output: Path) -> Path:
     """Render ``figure`` to PNG bytes (no bbox trimming, so the size stays exact), write atomically."""
     from .. import __version__
     from ..deploy.files import atomic_write_bytes
@@ -48,7 +46,8 @@ def _save(figure: Any, output: Path) -> Path:
     return output
 
 
-def _png_path(output: str | Path | None, default: Path) -> Path:
+def png_path(output: str | Path | None, default: Path) -> Path:
+    """Where a picture goes: ``output`` when given, else ``default``; a name not ending in .png is refused."""
     path = Path(output) if output is not None else default
     if path.suffix.lower() != ".png":
         raise UsageError(f"cannot write {path}: pictures are written as PNG", [f"use a .png name, e.g. {path.with_suffix('.png')}"])

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .canvas import EVAL_COLOR, TRAIN_COLOR, _new_figure, _png_path, _save
+from .canvas import EVAL_COLOR, TRAIN_COLOR, new_figure, png_path, save_png
 from ..errors import UsageError
 
 CURVES_PIXELS = (1100, 440)
@@ -86,8 +86,8 @@ def plot_curves(run_dir: str | Path, output: str | Path | None = None) -> Path:
     """
     run_dir = Path(run_dir)
     records = load_metrics(run_dir)
-    output = _png_path(output, run_dir / "curves.png")
-    figure = _new_figure(CURVES_PIXELS)
+    output = png_path(output, run_dir / "curves.png")
+    figure = new_figure(CURVES_PIXELS)
     loss_axes, accuracy_axes = figure.subplots(1, 2)
     epochs = [record["epoch"] for record in records]
     _draw_metric(loss_axes, epochs, records, "loss", scale=1.0)
@@ -98,7 +98,7 @@ def plot_curves(run_dir: str | Path, output: str | Path | None = None) -> Path:
     name = _spec_name(run_dir) or run_dir.name
     run = f"  ·  run {run_dir.resolve().name}" if run_dir.resolve().name != name else ""
     figure.suptitle(f"{name}: training curves, {len(epochs)} epoch{'s' * (len(epochs) != 1)}{run}", fontsize=13)
-    return _save(figure, output)
+    return save_png(figure, output)
 
 
 def _draw_metric(axes: Any, epochs: list[int], records: list[dict[str, Any]], metric: str, scale: float) -> None:

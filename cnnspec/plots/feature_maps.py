@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .canvas import DIVERGING_COLORMAP, EVAL_COLOR, _new_figure, _png_path, _save
+from .canvas import DIVERGING_COLORMAP, EVAL_COLOR, new_figure, png_path, save_png
 from .filters import conv_layer_names
 from ..errors import UsageError
 from ..train.run import TrainedRun, load_run
@@ -95,8 +95,8 @@ def plot_feature_maps(checkpoint: str | Path, image: str | Path, output: str | P
     """Draw what each conv layer computes for one image (see ``feature_maps_figure``); return the
     PNG path. Default output: feature_maps_<image name>.png next to the checkpoint."""
     trained = load_run(checkpoint, command="visualize")
-    output = _png_path(output, trained.checkpoint.parent / f"feature_maps_{Path(image).stem}.png")
-    return _save(feature_maps_figure(trained, image, max_channels, invert), output)
+    output = png_path(output, trained.checkpoint.parent / f"feature_maps_{Path(image).stem}.png")
+    return save_png(feature_maps_figure(trained, image, max_channels, invert), output)
 
 
 def feature_maps_figure(trained: TrainedRun, image: str | Path, max_channels: int = 8, invert: bool = False) -> Any:
@@ -110,7 +110,7 @@ def feature_maps_figure(trained: TrainedRun, image: str | Path, max_channels: in
     if not maps:
         raise UsageError(f"spec '{trained.spec.name}' has no conv2d layer, so there are no feature maps to draw")
     columns = min(max_channels, max(m.shape[0] for m in maps.values()))
-    figure = _new_figure(feature_maps_figure_pixels(len(maps), columns))
+    figure = new_figure(feature_maps_figure_pixels(len(maps), columns))
     rows = figure.subfigures(len(maps) + 1, 1)
     _draw_input_row(rows[0], picture, trained, output_vector, max(columns, 3))
     for row, (name, feature_map) in zip(rows[1:], maps.items()):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .canvas import DIVERGING_COLORMAP, _new_figure, _png_path, _save
+from .canvas import DIVERGING_COLORMAP, new_figure, png_path, save_png
 from ..errors import UsageError, did_you_mean
 from ..layers import LAYER_TYPES
 from ..train.run import TrainedRun, load_run
@@ -106,8 +106,8 @@ def plot_filters(checkpoint: str | Path, layer: str, output: str | Path | None =
     """
     trained = load_run(checkpoint, command="visualize")
     check_conv_layer(trained.spec, layer)
-    output = _png_path(output, trained.checkpoint.parent / f"filters_{layer}.png")
-    return _save(filters_figure(trained, layer, input_channel, max_filters), output)
+    output = png_path(output, trained.checkpoint.parent / f"filters_{layer}.png")
+    return save_png(filters_figure(trained, layer, input_channel, max_filters), output)
 
 
 def filters_figure(trained: TrainedRun, layer: str, input_channel: int | None = None, max_filters: int = 256) -> Any:
@@ -118,7 +118,7 @@ def filters_figure(trained: TrainedRun, layer: str, input_channel: int | None = 
     total = kernels.shape[0]
     kernels = kernels[:max_filters]
     layout = filter_grid_layout(kernels.shape[0])
-    figure = _new_figure(filters_figure_pixels(layout))
+    figure = new_figure(filters_figure_pixels(layout))
     axes = figure.subplots()
     _draw_kernels(figure, axes, kernels, layout)
     in_channels = trained.model.get_submodule(layer).weight.shape[1]
