@@ -7,6 +7,7 @@ which holds the custom torch modules); a module added to those folders is checke
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -77,3 +78,55 @@ def test_the_check_sees_a_heavy_import():
     """The probe itself works: the torch modules do show up, at the module that imports them."""
     found = imported_after(["cnnspec.layers", "cnnspec.layers.modules"], ("torch",))
     assert found == {"cnnspec.layers": [], "cnnspec.layers.modules": ["torch"]}
+
+
+def sibling_imports(folder: str) -> dict[str, set[str]]:
+    """module -> the modules of the same package it imports, at module level or inside a function
+    (a lazy import inside a function is how a circle hides)."""
+    modules = {path.stem for path in (ROOT / folder).glob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for stem in modules:
+        tree = ast.parse((ROOT / folder / f"{stem}.py").read_text())
+        targets: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                names = [node.module.split(".")[0]] if node.module else [alias.name for alias in node.names]
+                # ``from . import NAME`` of something that is not a module reads the package's __init__
+                targets.update(name if name in modules else "__init__" for name in names)
+        graph[stem] = targets - {stem}
+    return graph
+
+
+def cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle, as the list of modules around it, or None."""
+    state: dict[str, str] = {}
+
+    def visit(name: str, path: list[str]) -> list[str] | None:
+        state[name] = "open"
+        for target in sorted(graph[name]):
+            if state.get(target) == "open":
+                return path[path.index(target):] + [target] if target in path else [name, target]
+            if target not in state and (found := visit(target, [*path, target])):
+                return found
+        state[name] = "done"
+        return None
+
+    for name in sorted(graph):
+        if name not in state and (found := visit(name, [name])):
+            return found
+    return None
+
+
+@pytest.mark.parametrize("folder", ["cnnspec/spec", "cnnspec/layers"])
+def test_imports_inside_a_room_run_one_way(folder: str):
+    """spec/: source, validation <- types <- blocks, graph <- model <- __init__; no module imports
+    one that imports it back, not even lazily inside a function."""
+    graph = sibling_imports(folder)
+    assert graph["__init__"]  # the package imports its modules; none may import it back
+    assert cycle(graph) is None, " -> ".join(cycle(graph))
+
+
+def test_the_cycle_check_finds_a_lazy_circle():
+    assert cycle({"model": {"blocks"}, "blocks": {"model"}, "source": set()}) in (
+        ["model", "blocks", "model"], ["blocks", "model", "blocks"])
+    assert cycle({"model": {"types", "blocks"}, "blocks": {"types"}, "types": set()}) is None
