@@ -67,6 +67,38 @@ def test_function_equals_torchvision_with_its_weights(pair):
     assert pair.expected.abs().max().item() > 1e-2  # a dead output would compare equal too
 
 
+def _torchvision_settings(model: torch.nn.Module) -> dict[str, list]:
+    from torchvision.ops import StochasticDepth
+
+    modules = list(model.modules())
+    return {
+        "batchnorm (eps, momentum)": [(m.eps, m.momentum) for m in modules if isinstance(m, torch.nn.BatchNorm2d)],
+        "layernorm eps": [m.eps for m in modules if isinstance(m, torch.nn.LayerNorm)],
+        "dropout p": [m.p for m in modules if isinstance(m, torch.nn.Dropout)],
+        # a block's StochasticDepth acts only where the block adds its input back
+        "stochastic depth (p, mode)": [
+            (m.stochastic_depth.p, m.stochastic_depth.mode) for m in modules
+            if isinstance(getattr(m, "stochastic_depth", None), StochasticDepth) and getattr(m, "use_res_connect", True)
+        ],
+    }
+
+
+def _spec_settings(analysis) -> dict[str, list]:
+    layers = [report.node.layer for report in analysis.layers]
+    return {
+        "batchnorm (eps, momentum)": [(l.eps, l.momentum) for l in layers if l.type == "batchnorm2d"],
+        "layernorm eps": [l.eps for l in layers if l.type == "layernorm2d"],
+        "dropout p": [l.p for l in layers if l.type == "dropout"],
+        "stochastic depth (p, mode)": [(l.p, l.mode) for l in layers if l.type == "stochastic_depth"],
+    }
+
+
+def test_training_settings_equal_torchvision(pair):
+    """What the function check at inference cannot see: BatchNorm momentum, dropout and the
+    per-block stochastic-depth probabilities (EfficientNet's and ConvNeXt's linear ramps), in order."""
+    assert _spec_settings(pair.analysis) == _torchvision_settings(pair.reference)
+
+
 def test_inception_v3_receptive_field_is_the_published_one():
     """Araujo, Norris & Sim (Distill 2019), TF-Slim inception_v3 Mixed_7c: 1311 pixels, jump 32."""
     analysis = analyze(load_spec(ROOT / "specs/torchvision/inception_v3.yaml"))
@@ -82,3 +114,11 @@ def test_readme_table_lists_every_family_with_its_counts():
         totals = analyze(load_spec(ROOT / entry.spec)).totals()
         row = next(line for line in readme.splitlines() if line.startswith(f"| `{entry.family}.yaml` |"))
         assert row.endswith(f"| {totals['params']:,} | {totals['macs']:,} |"), row
+
+
+def test_every_zoo_spec_is_listed_and_says_what_it_teaches():
+    shipped = {path.stem for path in (ROOT / "specs" / "torchvision").glob("*.yaml")}
+    assert shipped == {entry.family for entry in ZOO} and len(shipped) == 16
+    for entry in ZOO:
+        text = (ROOT / entry.spec).read_text()
+        assert text.startswith("# ") and "Teaches:" in text.split("\nname:")[0], entry.spec
