@@ -130,7 +130,10 @@ def load_text(text: str, file: str = "<string>", *, json_syntax: bool = False) -
     if json_syntax:
         _check_json_syntax(text, file)
     depth = SPEC_DEPTH.value()
-    loader = _SpecLoader(text, depth)
+    try:
+        loader = _SpecLoader(text, depth)
+    except yaml.reader.ReaderError as exc:  # a character YAML forbids (NUL, most control characters)
+        raise SpecError([_bad_character(file, text, exc)], text) from None
     try:
         node = loader.get_single_node()
     except _TooDeep as exc:
@@ -176,6 +179,13 @@ def _check_size(size: int, file: str) -> None:
             f"{file} is {size:,} bytes; spec files are limited to {limit:,} bytes", Location(file, 1, 1),
             hint=setting_hint(SPEC_BYTES), note="a spec describes layers, not weights or data; "
             "repeated layers belong in a block used with 'repeat'")])
+
+
+def _bad_character(file: str, text: str, error: yaml.reader.ReaderError) -> Diagnostic:
+    before = text[:error.position]
+    where = Location(file, before.count("\n") + 1, error.position - (before.rfind("\n") + 1) + 1)
+    return Diagnostic(f"the file holds the character U+{error.character:04X}, which YAML does not allow", where,
+                      hint="remove it; spec files are plain UTF-8 text")
 
 
 def _mark_location(file: str, mark: Any) -> Location:
