@@ -357,7 +357,8 @@ def _wide_console(stderr: bool = False) -> object:
 @click.argument("source", metavar="RUN_DIR_OR_CHECKPOINT", type=click.Path(path_type=Path))
 @click.option("--repo", type=click.Path(path_type=Path), default=None,
               help="Model repository to add the model to: REPO/NAME/VERSION/model.onnx, config.pbtxt, labels.txt.")
-@click.option("--name", default=None, help="Model name in the repository.  [default: the spec's name]")
+@click.option("--name", default=None,
+              help="Model name in the repository.  [default: the spec's name; NAME_int8 with --quantize]")
 @click.option("--version", "version_", type=click.IntRange(min=1), default=None,
               help="Version folder to write (never overwritten).  [default: highest existing + 1, or 1]")
 @click.option("--opset", type=click.IntRange(min=1), default=18, show_default=True,
@@ -411,6 +412,8 @@ def export_command(source: Path, repo: Path | None, name: str | None, version_: 
     console = _wide_console()
 
     def show(result: object) -> None:
+        for warning in result.warnings:  # e.g. an int8 model slower than fp32 here
+            click.echo(f"warning: {warning}", err=True)
         if format_ == "table":
             for table in render_report(result):
                 console.print(table)

@@ -330,6 +330,8 @@ def test_quantized_models_work_and_report(mode: str, int8_op: str, simple_run: P
     import onnxruntime as ort
 
     repo = tmp_path / "repo"
+    if mode == "dynamic-int8":  # an fp32 model already served under the spec's name
+        assert run_cli(["export", simple_run, "--repo", repo, "--samples", 9], capsys)[0] == 0
     code, out, err = run_cli(["export", simple_run, "--repo", repo, "--quantize", mode, "--format", "json",
                               "--samples", 9], capsys)
     assert code == 0, err
@@ -339,7 +341,18 @@ def test_quantized_models_work_and_report(mode: str, int8_op: str, simple_run: P
     assert int8["size_bytes"] < 0.5 * fp32["size_bytes"]
     assert set(int8["latency_ms"]) == {"1", "32"} and all(v > 0 for v in int8["latency_ms"].values())
     assert abs(int8["accuracy"] - fp32["accuracy"]) <= 0.01 and int8["agreement_with_fp32"] >= 0.97
-    path = repo / "simple_cnn" / "1" / "model.onnx"
+    assert fp32["images"] == int8["images"] == 1000  # the sample's test split: 100 of each digit
+    assert int8["accuracy"] == int8["correct"] / 1000 and 0 <= int8["disagreements"] <= 30
+    slower = [b for b in ("1", "32") if int8["latency_ms"][b] > fp32["latency_ms"][b]]
+    assert bool(slower) == any("slower than fp32 on this machine" in w for w in report["warnings"])
+    assert bool(slower) == ("warning: the " + mode + " model is slower than fp32" in err)
+    # the int8 model is a model of its own: the fp32 one stays what serve and predict pick by default
+    assert sorted(p.name for p in repo.iterdir()) == (
+        ["simple_cnn", "simple_cnn_int8"] if mode == "dynamic-int8" else ["simple_cnn_int8"])
+    assert not (repo / "simple_cnn" / "2").exists()
+    assert report["written"][0] == str(repo / "simple_cnn_int8" / "1" / "model.onnx")
+    assert 'name: "simple_cnn_int8"' in (repo / "simple_cnn_int8" / "config.pbtxt").read_text()
+    path = repo / "simple_cnn_int8" / "1" / "model.onnx"
     model = onnx.load(path)
     assert int8_op in {n.op_type for n in model.graph.node}
     meta = {p.key: p.value for p in model.metadata_props}
@@ -352,6 +365,27 @@ def test_quantized_models_work_and_report(mode: str, int8_op: str, simple_run: P
     assert logits.shape == (1000, 10)
     # dynamic quantization scales activations per call, so batch composition may move a few answers
     assert (logits.argmax(1) == labels.numpy()).mean() == pytest.approx(int8["accuracy"], abs=0.01)
+    assert abs(int((logits.argmax(1) == labels.numpy()).sum()) - int8["correct"]) <= 10
+
+
+def test_quantization_report_gives_exact_counts() -> None:
+    """5 disagreements in 10,000 are reported as such, never rounded to "agrees 100.0%"."""
+    from cnnspec.export.quantize import ModelFigures, slower_than_fp32
+    from cnnspec.export.report import _quantization_table
+
+    fp32 = ModelFigures("fp32", 1_700_000, {1: 0.054, 32: 1.13}, 0.9871, None, 10_000, 9_871, None)
+    int8 = ModelFigures("static-int8", 440_000, {1: 0.081, 32: 0.9}, 0.9868, 0.9995, 10_000, 9_868, 5)
+    from rich.console import Console
+
+    console = Console(width=200, record=True)
+    console.print(_quantization_table([fp32, int8]))
+    row = next(line for line in console.export_text().splitlines() if "static-int8" in line)
+    assert "-3 images (-0.03 pt)" in row and "9,995 of 10,000 (5 differ)" in row and "98.68%" in row
+    assert slower_than_fp32(fp32, int8) == (
+        "the static-int8 model is slower than fp32 on this machine (0.081 ms vs 0.054 ms at batch 1); "
+        "it saves size, not time here: serve the fp32 model unless size matters")
+    faster = ModelFigures("dynamic-int8", 490_000, {1: 0.05, 32: 1.0}, 0.9871, 1.0, 10_000, 9_871, 0)
+    assert slower_than_fp32(fp32, faster) is None
 
 
 # --- bad inputs: clear errors, repository unchanged --------------------------------------------------

@@ -19,7 +19,8 @@ Pipeline (nothing is written until every check has passed):
    inferred output shape must be [batch, *static analysis output shape].
 5. verification: onnxruntime vs PyTorch on random inputs and on real test-split images, at batch 1
    and at odd batches: max |ort - torch| <= 1e-4 (fp32) and 100% top-1 agreement on real images.
-6. optional int8 quantization (onnxruntime.quantization); the quantized model is what is written.
+6. optional int8 quantization (onnxruntime.quantization); the quantized model is what is written,
+   under its own model name ``<name>_int8`` unless ``--name`` says otherwise.
 7. write: ``MODEL_REPO/<name>/<version>/model.onnx`` + config.pbtxt + labels.txt, atomically
    (cnnspec.repository), and/or ``-o FILE``.
 """
@@ -38,7 +39,7 @@ from ..deploy.sessions import new_session
 from ..errors import CnnspecError
 from . import ExportError
 from .convert import OPSET, finish_graph, metadata_for, to_onnx
-from .quantize import QUANTIZE_MODES, ModelFigures, figures, quantize
+from .quantize import QUANTIZE_MODES, ModelFigures, figures, quantize, slower_than_fp32
 from ..train.run import TrainedRun, load_run
 from .samples import DEFAULT_SAMPLES, Samples, load_samples
 from .verify import TOLERANCE, Check, verify
@@ -81,6 +82,7 @@ class ExportResult:
     data_note: str
     quantization: list[ModelFigures] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -150,11 +152,25 @@ def _quantize_into(result: ExportResult, samples: Samples, input_shape: list[int
     int8_figures, _ = figures(mode, int8, input_shape, samples, reference)
     result.quantization = [fp32_figures, int8_figures]
     result.model_bytes = int8
-    drop = (fp32_figures.accuracy or 0.0) - (int8_figures.accuracy or 0.0)
-    if drop > result.options.max_accuracy_drop:
+    slower = slower_than_fp32(fp32_figures, int8_figures)
+    if slower:
+        result.warnings.append(slower)
+    lost = (fp32_figures.correct or 0) - (int8_figures.correct or 0)
+    images = fp32_figures.images or 1
+    if lost / images > result.options.max_accuracy_drop:
         result.problems.append(
-            f"{mode} loses {drop:.2%} test accuracy ({fp32_figures.accuracy:.2%} -> {int8_figures.accuracy:.2%}), "
-            f"more than --max-accuracy-drop {result.options.max_accuracy_drop:.2%}")
+            f"{mode} classifies {lost:,} fewer of {images:,} test images correctly ({fp32_figures.correct:,} -> "
+            f"{int8_figures.correct:,}: {lost / images:.2%} of test accuracy), more than --max-accuracy-drop "
+            f"{result.options.max_accuracy_drop:.2%}")
+
+
+def model_name(options: ExportOptions, run: TrainedRun) -> str:
+    """The repository model to add a version to: --name, else the spec's name, with ``_int8`` for a
+    quantized export, so that an int8 model never silently becomes the newest version of the fp32
+    model (the one ``serve`` and ``predict`` pick by default)."""
+    if options.name:
+        return options.name
+    return run.spec.name + ("_int8" if options.quantize != "none" else "")
 
 
 def write(result: ExportResult) -> list[Path]:
@@ -166,7 +182,7 @@ def write(result: ExportResult) -> list[Path]:
     if options.output is not None:
         _check_output(options.output)
     if options.repo is not None:
-        name = options.name or run.spec.name
+        name = model_name(options, run)
         _check_compatible(options.repo, name, run)
         config = render_model_config(classifier_config(name, run.spec.input.shape, len(run.labels), options.serving,
                                                        LABELS_FILENAME))
@@ -218,8 +234,8 @@ def preflight(options: ExportOptions, run: TrainedRun) -> None:
     if options.output is not None:
         _check_output(options.output)
     if options.repo is not None:
-        check_target(options.repo, options.name or run.spec.name, options.version)
-        _check_compatible(options.repo, options.name or run.spec.name, run)
+        check_target(options.repo, model_name(options, run), options.version)
+        _check_compatible(options.repo, model_name(options, run), run)
 
 
 def export(options: ExportOptions, report: Callable[[ExportResult], None] | None = None) -> ExportResult:

@@ -24,6 +24,10 @@ class ModelFigures:
     latency_ms: dict[int, float]
     accuracy: float | None
     agreement_with_fp32: float | None = None
+    #: exact counts behind the fractions: test images, correctly classified, top-1 differing from fp32
+    images: int | None = None
+    correct: int | None = None
+    disagreements: int | None = None
 
 
 def quantize(fp32: bytes, mode: str, calibration: Any | None) -> bytes:
@@ -97,10 +101,23 @@ def figures(label: str, data: bytes, input_shape: Sequence[int], samples: Sample
     """Size, latency at batch 1 and 32, and test-split accuracy of one model; also its predictions."""
     session = new_session(data)
     latency = {batch: latency_ms(session, input_shape, batch) for batch in (1, 32)}
-    predicted, accuracy, agreement = None, None, None
+    predicted, accuracy, agreement, images, correct, differ = None, None, None, None, None, None
     if samples is not None:
         predicted = predictions(session, samples.test_images)
-        accuracy = float((predicted == samples.test_labels).mean())
+        images, correct = len(predicted), int((predicted == samples.test_labels).sum())
+        accuracy = correct / images if images else None
         if reference is not None:
-            agreement = float((predicted == reference).mean())
-    return ModelFigures(label, len(data), latency, accuracy, agreement), predicted
+            differ = int((predicted != reference).sum())
+            agreement = (images - differ) / images if images else None
+    return ModelFigures(label, len(data), latency, accuracy, agreement, images, correct, differ), predicted
+
+
+def slower_than_fp32(fp32: ModelFigures, int8: ModelFigures) -> str | None:
+    """A warning when the int8 model runs slower than fp32 at batch 1 or 32 on this machine
+    (onnxruntime's int8 kernels need VNNI/AVX-512 to pay off; without them int8 can lose)."""
+    slower = [batch for batch in (1, 32) if int8.latency_ms[batch] > fp32.latency_ms[batch]]
+    if not slower:
+        return None
+    figures_text = ", ".join(f"{int8.latency_ms[b]:.3f} ms vs {fp32.latency_ms[b]:.3f} ms at batch {b}" for b in slower)
+    return (f"the {int8.label} model is slower than fp32 on this machine ({figures_text}); "
+            "it saves size, not time here: serve the fp32 model unless size matters")

@@ -64,15 +64,29 @@ def _quantization_table(rows: list[ModelFigures]) -> Any:
         table.add_column(column, justify="left" if column == "model" else "right")
     base = rows[0]
     for row in rows:
-        change = "" if row is base or row.accuracy is None else f"{(row.accuracy - base.accuracy) * 100:+.2f} pt"
+        change = "" if row is base or row.accuracy is None else _change(base, row)
         speed1 = base.latency_ms[1] / row.latency_ms[1]
         speed32 = base.latency_ms[32] / row.latency_ms[32]
         table.add_row(
             row.label, f"{row.size_bytes / 1e6:.2f} MB ({row.size_bytes / base.size_bytes:.0%})",
             f"{row.latency_ms[1]:.3f} ms ({speed1:.2f}x)", f"{row.latency_ms[32]:.3f} ms ({speed32:.2f}x)",
             "n/a" if row.accuracy is None else f"{row.accuracy:.2%}", change,
-            "" if row.agreement_with_fp32 is None else f"{row.agreement_with_fp32:.1%}")
+            "" if row.disagreements is None else _agreement(row))
     return table
+
+
+def _change(base: ModelFigures, row: ModelFigures) -> str:
+    """The exact accuracy change: images gained or lost, then percentage points unrounded to zero
+    (5 of 10,000 is -0.05 pt, never "+0.0")."""
+    delta = (row.correct or 0) - (base.correct or 0)
+    points = delta / (row.images or 1) * 100
+    return f"{delta:+,} image{'s' if abs(delta) != 1 else ''} ({points:+.4g} pt)" if delta else "0 images (0 pt)"
+
+
+def _agreement(row: ModelFigures) -> str:
+    """Exact top-1 agreement: '9,995 of 10,000 (5 differ)'."""
+    images, differ = row.images or 0, row.disagreements or 0
+    return f"{images - differ:,} of {images:,}" + (f" ({differ:,} differ)" if differ else " (all)")
 
 
 def report_json(result: ExportResult) -> dict[str, Any]:
@@ -86,6 +100,7 @@ def report_json(result: ExportResult) -> dict[str, Any]:
         "checks": [{**check.__dict__, "passed": check.passed} for check in result.checks],
         "quantization": [row.__dict__ for row in result.quantization],
         "problems": list(result.problems),
+        "warnings": list(result.warnings),
         "written": [str(p) for p in result.written],
         "passed": result.passed,
         "seconds": round(result.seconds, 3),
