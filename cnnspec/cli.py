@@ -462,29 +462,47 @@ def predict_command(model: Path, images: tuple[Path, ...], name: str | None, ver
         raise click.exceptions.Exit(1)
 
 
-@cli.command("serve")
+class _ServeCommand(click.Command):
+    """``cnnspec serve``: one option per setting of serving's ServeSettings (the same definition
+    ``python -m serving`` takes its flags from), built when the command is used, because serving
+    needs the optional ``serve`` extra and ``cnnspec analyze`` should not pay for importing it."""
+
+    _settings_added = False
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        if not self._settings_added:
+            self.params.extend(_serve_options())
+            self._settings_added = True
+        return super().get_params(ctx)
+
+
+def _serve_options() -> list[click.Option]:
+    """click options from serving.settings.command_line_flags (MODEL_REPO is the argument)."""
+    from serving.settings import command_line_flags
+
+    options = []
+    for flag in command_line_flags():
+        if flag.setting == "model_repository":
+            continue
+        shown = "  [default: unset]" if flag.default is None else f"  [default: {flag.default}]"
+        if flag.kind is bool:
+            options.append(click.Option([f"{flag.option}/--no-{flag.option[2:]}"], default=None,
+                                        help=flag.help + shown))
+        else:
+            kind = (click.Choice(flag.choices) if flag.choices else
+                    click.Path(path_type=Path) if flag.kind is Path else flag.kind)
+            options.append(click.Option([flag.option], type=kind, default=None, help=flag.help + shown))
+    return options
+
+
+@cli.command("serve", cls=_ServeCommand)
 @click.argument("model_repository", metavar="MODEL_REPO", type=click.Path(path_type=Path))
-@click.option("--host", default=None, help="Interface to bind.  [default: 127.0.0.1]")
-@click.option("--port", type=click.IntRange(0, 65535), default=None, help="TCP port.  [default: 8000]")
-@click.option("--grpc-port", type=click.IntRange(0, 65535), default=None,
-              help="Also serve the V2 gRPC API (inference.GRPCInferenceService) on this port.  [default: off]")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
-              help="cuda needs onnxruntime-gpu; there is no silent CPU fallback.  [default: cpu]")
-@click.option("--intra-op-threads", type=click.IntRange(min=0), default=None,
-              help="onnxruntime threads per model instance (0 = one per core).  [default: 2]")
-@click.option("--max-batch-size", type=click.IntRange(min=1), default=None,
-              help="Override config.pbtxt's max_batch_size.")
-@click.option("--max-queue-delay-us", type=click.IntRange(min=0), default=None,
-              help="Override config.pbtxt's dynamic_batching max_queue_delay_microseconds.")
-@click.option("--max-body-bytes", type=click.IntRange(min=1024), default=None,
-              help="Request body limit, also after decompression.  [default: 8 MiB]")
-@click.option("--watch", is_flag=True, default=None, help="Reload models whose files change (new versions too).")
-@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default=None)
 def serve_command(model_repository: Path, **flags: object) -> None:
     """Serve a model repository over the KServe Open Inference Protocol (V2) with dynamic batching.
 
-    The same server as `python -m serving`. Every setting can also come from a CNNSPEC_SERVE_*
-    environment variable (e.g. CNNSPEC_SERVE_AUTH_TOKEN turns on bearer-token authentication).
+    The same server and the same settings as `python -m serving` (one option per setting of
+    serving/settings.py). Every setting can also come from a CNNSPEC_SERVE_* environment variable
+    (e.g. CNNSPEC_SERVE_AUTH_TOKEN turns on bearer-token authentication).
     Stop it with Ctrl-C or SIGTERM: open requests are finished first."""
     from serving.__main__ import settings_from
     from serving.server import serve

@@ -13,25 +13,21 @@ from typing import Any, Sequence
 from pydantic import ValidationError
 
 from .errors import ServingError
-from .settings import ServeSettings
+from .settings import ServeSettings, command_line_flags
 
 
 def parse_args(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Command-line flags -> settings overrides (only the flags given)."""
+    """Command-line flags -> settings overrides (only the flags given). One flag per setting, from
+    ServeSettings (serving.settings.command_line_flags)."""
     parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__.split("\n\n")[0])
-    add = parser.add_argument
-    add("--model-repository", help="model repository written by `cnnspec export`")
-    add("--host", help="interface to bind (default 127.0.0.1)")
-    add("--port", type=int, help="TCP port (default 8000)")
-    add("--grpc-port", type=int, help="also serve the V2 gRPC API on this port (default: off)")
-    add("--device", choices=["cpu", "cuda"], help="cuda needs onnxruntime-gpu (default cpu)")
-    add("--intra-op-threads", type=int, help="onnxruntime threads per model instance (default 2)")
-    add("--max-batch-size", type=int, help="override config.pbtxt's max_batch_size")
-    add("--max-queue-delay-us", type=int, help="override dynamic_batching.max_queue_delay_microseconds")
-    add("--max-body-bytes", type=int, help="request body limit, also after decompression (default 8 MiB)")
-    add("--auth-token", help="require 'Authorization: Bearer TOKEN' (prefer CNNSPEC_SERVE_AUTH_TOKEN)")
-    add("--watch", action="store_true", default=None, help="reload models whose files change")
-    add("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    for flag in command_line_flags():
+        shown = "required" if flag.required else "unset" if flag.default is None else f"default {flag.default}"
+        help_text = f"{flag.help} ({shown})".replace("%", "%%")
+        if flag.kind is bool:
+            parser.add_argument(flag.option, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            parser.add_argument(flag.option, type=flag.kind, choices=flag.choices, default=None, help=help_text,
+                                metavar=None if flag.choices else flag.setting.upper())
     args = vars(parser.parse_args(argv))
     return {key: value for key, value in args.items() if value is not None}
 

@@ -1,13 +1,16 @@
 """Service settings: one pydantic-settings object, read from flags, ``CNNSPEC_SERVE_*`` variables or tests.
 
 Precedence: explicit values (command-line flags, ``ServeSettings(...)`` in tests) over environment
-variables over the defaults below.
+variables over the defaults below. ``command_line_flags`` derives one flag per setting from the
+fields, and both command lines (``python -m serving`` with argparse, ``cnnspec serve`` with click)
+build their options from it, so a setting added here is a flag of both.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,5 +57,39 @@ class ServeSettings(BaseSettings):
     drain_timeout_s: float = Field(30.0, ge=0, description="On shutdown, wait this long for in-flight requests.")
     compress_min_bytes: int = Field(
         64 * 1024, ge=0, description="gzip/deflate a response only when the client accepts it and it is this big.")
-    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="Server log level.")
     access_log: bool = Field(False, description="Log every request (costs throughput).")
+
+
+@dataclass(frozen=True)
+class Flag:
+    """The command-line form of one setting: ``--max-batch-size`` for ``max_batch_size``. Values are
+    passed to ServeSettings as given, so its validation (ranges, secrets) is the only one."""
+
+    setting: str
+    option: str
+    kind: type  # bool (an on/off switch), int, float, str or Path
+    choices: tuple[str, ...] | None
+    help: str
+    default: Any  # None when the setting is required or unset by default
+    required: bool
+
+
+def command_line_flags() -> list[Flag]:
+    """One Flag per ServeSettings field, in field order; a field type without a command-line form
+    is an error here, not a flag that silently takes strings."""
+    flags = []
+    for name, field in ServeSettings.model_fields.items():
+        annotation = field.annotation
+        if get_origin(annotation) in (Union, type(int | None)):
+            annotation, = [a for a in get_args(annotation) if a is not type(None)]
+        choices = tuple(get_args(annotation)) if get_origin(annotation) is Literal else None
+        kind = str if choices or annotation is SecretStr else annotation
+        if kind not in (bool, int, float, str, Path):
+            raise TypeError(f"ServeSettings.{name}: {field.annotation} has no command-line form")
+        default = None if field.is_required() else field.default
+        text = field.description or ""
+        if name == "auth_token":
+            text += " Prefer CNNSPEC_SERVE_AUTH_TOKEN: a flag shows in the process list."
+        flags.append(Flag(name, "--" + name.replace("_", "-"), kind, choices, text, default, field.is_required()))
+    return flags

@@ -99,6 +99,43 @@ def test_settings_defaults_environment_and_flags(monkeypatch: pytest.MonkeyPatch
         settings_from(parse_args(["--port", "70000"]))
 
 
+def test_every_setting_is_a_flag_of_both_command_lines(tmp_path: Path) -> None:
+    """`python -m serving` and `cnnspec serve` take their flags from ServeSettings' fields: a value
+    given to each flag reaches the settings the same way through both parsers."""
+    from typing import Literal, get_args, get_origin
+
+    from pydantic import SecretStr
+
+    from cnnspec.cli import serve_command
+
+    samples = {bool: True, int: 4096, float: 2.5, str: "token-or-host", Path: tmp_path}
+    argv, expected = [], {}
+    for name, field in ServeSettings.model_fields.items():
+        option = "--" + name.replace("_", "-")
+        annotation = field.annotation
+        if get_origin(annotation) is not Literal and type(None) in get_args(annotation):  # X | None
+            annotation, = [a for a in get_args(annotation) if a is not type(None)]
+        if get_origin(annotation) is Literal:
+            value = get_args(annotation)[-1]  # not the default, so the flag visibly arrives
+        else:
+            value = samples[str if annotation is SecretStr else annotation]
+        argv += [option] if value is True else [option, str(value)]
+        expected[name] = value
+    assert set(expected) == set(ServeSettings.model_fields) and len(expected) >= 20
+
+    assert parse_args(argv) == expected
+    repository_at = argv.index("--model-repository")
+    click_argv = [str(tmp_path), *argv[:repository_at], *argv[repository_at + 2:]]
+    context = serve_command.make_context("serve", click_argv)
+    assert {k: v for k, v in context.params.items() if v is not None} == expected
+    settings = settings_from(parse_args(argv))
+    for name, value in expected.items():
+        got = getattr(settings, name)
+        assert (got.get_secret_value() if isinstance(got, SecretStr) else got) == value, name
+    assert parse_args(["--no-watch"]) == {"watch": False}
+    assert serve_command.make_context("serve", [str(tmp_path), "--no-watch"]).params["watch"] is False
+
+
 def test_startup_errors_are_one_line_and_exit_1(exported_repository: Path, tmp_path: Path) -> None:
     import onnxruntime
 
