@@ -277,3 +277,57 @@ net.yaml:10:32: error: in expression '${hidden // 0}': division by zero in '//'
   note: in block 'b' used as 's' at line 13"""
     spec = parse_spec(text.replace("hidden // 0", "hidden // 2"))
     assert spec.nodes[0].layer.out_channels == 8  # c = 4 > 2: hidden = 16, // 2
+
+
+# A property: random arithmetic trees, written with only the parentheses Python's precedence needs,
+# evaluate as Python's operators evaluate the tree (the reference computes on the tree, not on text);
+# a division by zero or an integer over 10**18 anywhere is an ExpressionError.
+import operator  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_OPERATORS = {"+": (1, operator.add), "-": (1, operator.sub), "*": (2, operator.mul),
+              "//": (2, operator.floordiv), "%": (2, operator.mod)}
+
+_trees = st.recursive(
+    st.integers(-50, 50),
+    lambda children: st.tuples(st.sampled_from(sorted(_OPERATORS)), children, children),
+    max_leaves=12,
+)
+
+
+def _precedence(tree) -> int:
+    return 3 if isinstance(tree, int) else _OPERATORS[tree[0]][0]
+
+
+def _text(tree) -> str:
+    if isinstance(tree, int):
+        return f"({tree})" if tree < 0 else str(tree)
+    symbol, left, right = tree
+    level = _OPERATORS[symbol][0]
+    left_text = _text(left) if _precedence(left) >= level else f"({_text(left)})"
+    right_text = _text(right) if _precedence(right) > level else f"({_text(right)})"  # left-associative
+    return f"{left_text} {symbol} {right_text}"
+
+
+def _value(tree):
+    if isinstance(tree, int):
+        return tree
+    symbol, left, right = tree
+    a, b = _value(left), _value(right)
+    if a is None or b is None or (symbol in ("//", "%") and b == 0):
+        return None
+    result = _OPERATORS[symbol][1](a, b)
+    return None if abs(result) > 10**18 else result  # the evaluator's integer bound: an error
+
+
+@settings(max_examples=300, deadline=None)
+@given(_trees)
+def test_random_arithmetic_follows_pythons_precedence(tree):
+    expected = _value(tree)
+    if expected is None:
+        with pytest.raises(ExpressionError):
+            evaluate(_text(tree), {})
+    else:
+        assert evaluate(_text(tree), {}) == expected
