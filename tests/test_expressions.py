@@ -7,9 +7,12 @@ rounding); the helpers are compared with the reference implementations, never wi
 
 from __future__ import annotations
 
+import operator
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cnnspec.errors import SpecError
 from cnnspec.spec.expressions import ExpressionError, evaluate
@@ -282,11 +285,6 @@ net.yaml:10:32: error: in expression '${hidden // 0}': division by zero in '//'
 # A property: random arithmetic trees, written with only the parentheses Python's precedence needs,
 # evaluate as Python's operators evaluate the tree (the reference computes on the tree, not on text);
 # a division by zero or an integer over 10**18 anywhere is an ExpressionError.
-import operator  # noqa: E402
-
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
 _OPERATORS = {"+": (1, operator.add), "-": (1, operator.sub), "*": (2, operator.mul),
               "//": (2, operator.floordiv), "%": (2, operator.mod)}
 
