@@ -16,6 +16,12 @@ like torchvision's ``layer2.0.conv1``. Inside a block ``input`` is the block's i
 means that layer of the same copy; ``layer2`` itself names the output of the last copy.
 Every layer also gets a default name when it has none: ``<type>_<n>``, n counting layers of that
 type in the same list from 1.
+
+Values: ``$arg`` / ``${arg}`` is the argument's value, whatever its type; ``"${...}"`` is an
+expression (expressions.py) over the block's arguments and the copy's ``index`` and ``count``.
+Each copy's arguments are resolved in declaration order, so a default may use earlier arguments;
+``with`` / ``first`` values are computed where the use is written (the enclosing block's names, or
+numbers only at the top level), as a function call's arguments are.
 """
 
 from __future__ import annotations
