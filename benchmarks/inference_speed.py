@@ -38,10 +38,11 @@ TARGET = 5.0
 
 def exported(model: Any, spec: Any, output_shape: list[int]) -> bytes:
     """The fp32 ONNX bytes exactly as cnnspec export builds them (graph checks included)."""
+    from cnnspec.deploy.model_card import key_of
     from cnnspec.export.convert import finish_graph, to_onnx
 
     proto = to_onnx(model, list(spec.input.shape))
-    return finish_graph(proto, {"cnnspec.spec_name": spec.name}, output_shape)
+    return finish_graph(proto, {key_of("spec_name"): spec.name}, output_shape)
 
 
 Runner = Callable[[Any], Any]

@@ -1,5 +1,7 @@
 """The torch-free rooms stay torch-free: each module is imported alone in a fresh interpreter and
-the heavy packages it must not pull in are looked up in sys.modules afterwards.
+the heavy packages it must not pull in are looked up in sys.modules afterwards. The pure rooms
+(spec, layers, analysis) must not import numpy or onnx either; the ONNX consumers (cnnspec/deploy,
+serving/) must not import torch, onnx or the model-building rooms.
 
 Every module file under cnnspec/spec/ and cnnspec/layers/ enrols itself (except layers/modules.py,
 which holds the custom torch modules); a module added to those folders is checked too.
@@ -33,8 +35,16 @@ def room(folder: str) -> list[str]:
 PURE_MODULES = [*room("cnnspec/spec"), *room("cnnspec/layers"), "cnnspec.analysis", "cnnspec.report",
                 "cnnspec.catalog", "cnnspec.errors", "cnnspec"]
 
+NO_TORCH = ("torch", "torchvision", "torchinfo", "onnx", "onnxscript", "matplotlib",
+            "cnnspec.spec", "cnnspec.layers", "cnnspec.train", "cnnspec.export", "cnnspec.compile")
+"""The ONNX consumers: onnxruntime, numpy and PIL, never torch nor the rooms that build, train and
+export models (the container image holds only cnnspec/deploy/ and serving/)."""
+
+CONSUMER_MODULES = [*room("cnnspec/deploy"), *room("serving")]
+
 # Other rooms with their own rules: module -> the packages it must not import.
 RULES: dict[str, tuple[str, ...]] = {name: NO_ML for name in PURE_MODULES}
+RULES.update({name: NO_TORCH for name in CONSUMER_MODULES})
 
 
 def imported_after(modules: list[str], watched: tuple[str, ...]) -> dict[str, list[str]]:
@@ -67,6 +77,8 @@ def test_the_rooms_were_found():
     assert {"cnnspec.spec.model", "cnnspec.spec.types", "cnnspec.layers.conv", "cnnspec.layers.window",
             "cnnspec.layers.receptive_field"} <= set(PURE_MODULES)
     assert "cnnspec.layers.modules" not in PURE_MODULES
+    assert {"cnnspec.deploy", "cnnspec.deploy.model_card", "cnnspec.deploy.predict", "cnnspec.deploy.sessions",
+            "serving", "serving.app", "serving.classify", "serving.__main__"} <= set(CONSUMER_MODULES)
 
 
 @pytest.mark.parametrize("module", sorted(RULES))

@@ -5,9 +5,10 @@
 model whose interface must not change).
 
 Why a small codec instead of ``tritonclient.grpc.model_config_pb2`` + ``google.protobuf.text_format``:
-the schema ships only inside ``tritonclient[grpc]``, whose import pulls in grpcio (tens of MB) that
-the service never uses, into an image that should hold only what serving needs. The service reads
-a handful of fields, so this module implements the text-format grammar (fields, ``{}``/``<>``
+the schema ships only inside ``tritonclient[grpc]``, which pulls in grpcio (tens of MB). The
+service's gRPC front end carries it, but ``cnnspec predict`` and ``cnnspec export`` use this room
+too and must not need it, and ``text_format`` reports a misspelt field without a suggestion. The
+service reads a handful of fields, so this module implements the text-format grammar (fields, ``{}``/``<>``
 messages, ``[...]`` lists, strings, numbers, enum identifiers, ``#`` comments) and checks every
 field against the part of Triton's schema it mirrors: an unknown field name is an error with a
 suggestion (as ``text_format.Parse`` would report), so a misspelt ``max_batch_sise`` cannot
