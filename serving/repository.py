@@ -108,7 +108,7 @@ class RepositoryFolder:
             raise NotFound(f"model '{name}' is not in the model repository (no {name}/config.pbtxt)")
         entries = []
         for path in sorted(folder.iterdir()):
-            if path.name.startswith("."):  # temporaries of atomic writes (cnnspec.repository)
+            if path.name.startswith("."):  # temporaries of atomic writes (cnnspec.deploy.repository)
                 continue
             targets = [path] if path.is_file() else sorted(p for p in path.iterdir() if not p.name.startswith("."))
             for target in targets:

@@ -1,12 +1,12 @@
 """Export a trained run to ONNX, prove it computes what PyTorch computes, and write it to a model
 repository.
 
-Pipeline (nothing is written until every check has passed):
+Pipeline (nothing is written until every check has passed); each step has its own module:
 
-1. load: ``RUN_DIR/best.pt`` (else ``last.pt``) or a checkpoint file; the spec is rebuilt from the
+1. load (cnnspec.train.run): ``RUN_DIR/best.pt`` (else ``last.pt``) or a checkpoint file; the spec is rebuilt from the
    checkpoint's own ``spec_text`` and must hash to its ``spec_hash``; a spec given with ``--spec``
    or found as ``RUN_DIR/spec.yaml`` must have the same hash, else the export is refused.
-2. export: ``torch.onnx.export(..., dynamo=True)``, opset 18 (``OPSET``), input ``input`` float32
+2. export (convert.py): ``torch.onnx.export(..., dynamo=True)``, opset 18 (``OPSET``), input ``input`` float32
    [batch, C, H, W], output ``logits`` float32 [batch, K], the batch dimension dynamic and named
    ``batch``. The dynamo exporter is chosen explicitly: it is torch's maintained path (the
    TorchScript exporter, ``dynamo=False``, is deprecated since torch 2.9 and warns that it will be
@@ -15,14 +15,16 @@ Pipeline (nothing is written until every check has passed):
    ``model.onnx.data`` side file would break a repository that copies only model.onnx).
 3. metadata: the model card (cnnspec.deploy.model_card) in ``metadata_props``, which lets predict
    and the server preprocess a raw image and read the output from the file alone.
-4. checks: ``onnx.checker.check_model(full_check=True)``, strict ``onnx.shape_inference``; the
+4. checks (convert.py): ``onnx.checker.check_model(full_check=True)``, strict ``onnx.shape_inference``; the
    inferred output shape must be [batch, *static analysis output shape].
-5. verification: onnxruntime vs PyTorch on random inputs and on real test-split images, at batch 1
+5. verification (verify.py, samples.py): onnxruntime vs PyTorch on random inputs and on real test-split images, at batch 1
    and at odd batches: max |ort - torch| <= 1e-4 (fp32) and 100% top-1 agreement on real images.
-6. optional int8 quantization (onnxruntime.quantization); the quantized model is what is written,
+6. optional int8 quantization (quantize.py, onnxruntime.quantization); the quantized model is what is written,
    under its own model name ``<name>_int8`` unless ``--name`` says otherwise.
 7. write: ``MODEL_REPO/<name>/<version>/model.onnx`` + config.pbtxt + labels.txt, atomically
-   (cnnspec.repository), and/or ``-o FILE``.
+   (cnnspec.deploy.repository, config.pbtxt by cnnspec.deploy.model_config), and/or ``-o FILE``.
+
+The report (tables and JSON) is report.py's.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ class Samples:
 
 
 def load_samples(run: TrainedRun, data_dir: str | Path | None, count: int, calibration: int) -> Samples:
-    """Load the run's dataset with cnnspec.data and normalise with the checkpoint's mean/std."""
+    """Load the run's dataset with cnnspec.train.data and normalise with the checkpoint's mean/std."""
     from ..train.data import load_split
 
     name = run.dataset_name

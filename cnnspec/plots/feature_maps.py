@@ -19,7 +19,7 @@ MAX_BARS = 20
 
 def load_image(path: str | Path, shape: tuple[int, int, int], mean: list[float] | None,
                std: list[float] | None, invert: bool = False) -> tuple[Any, Any]:
-    """Read a PNG/JPEG of any size and mode exactly as the served model would (cnnspec.images):
+    """Read a PNG/JPEG of any size and mode exactly as the served model would (cnnspec.deploy.images):
     converted to grey or RGB, resized to the spec's height x width, x = pixel / 255, optionally
     inverted (x = 1 - x, for dark digits on light paper), then x' = (x - mean_c) / std_c.
 
