@@ -214,6 +214,18 @@ def test_each_choice_is_defined_once_for_the_cli_the_spec_schema_and_the_trainer
     assert typing.get_type_hints(train_options.TrainOptions)[option] in (literal, typing.Optional[literal])
 
 
+def test_export_quantize_modes_are_defined_once() -> None:
+    import typing
+
+    from cnnspec.cli import cli
+    from cnnspec.export import QuantizeMode
+    from cnnspec.export.quantize import QUANTIZE_MODES
+
+    flag = next(p for p in cli.commands["export"].params if p.name == "quantize")
+    assert tuple(flag.type.choices) == typing.get_args(QuantizeMode) == QUANTIZE_MODES == (
+        "none", "dynamic-int8", "static-int8")
+
+
 def test_a_misspelt_choice_in_a_spec_is_a_located_error_and_precision_comes_from_the_spec(tmp_path: Path, capsys) -> None:
     from cli_helpers import run_cli
 
