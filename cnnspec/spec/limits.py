@@ -44,8 +44,8 @@ class Limit:
         return number
 
 
-#: size of a spec file (or text); the largest shipped spec is under 4 KB, and PyYAML composes
-#: about 50 KB a second here, so this bounds loading to a few seconds
+#: size of a spec file (or text); the largest shipped spec is under 8 KB, and PyYAML composes
+#: roughly 100 KB per CPU-second, so this bounds loading to a second or two
 SPEC_BYTES = Limit("CNNSPEC_MAX_SPEC_BYTES", 128 * 1024, "bytes")
 #: values in the document after YAML aliases and merge keys are expanded (an alias repeats its target)
 SPEC_VALUES = Limit("CNNSPEC_MAX_SPEC_VALUES", 100_000, "values")
