@@ -594,3 +594,39 @@ def test_upsample_nearest_copies_and_bilinear_with_align_corners_keeps_the_corne
                               channels=3, size=4)(x)
     for row, col in ((0, 0), (0, -1), (-1, 0), (-1, -1)):
         torch.testing.assert_close(corners[:, :, row, col], x[:, :, row, col])
+
+
+def resampling_layer() -> st.SearchStrategy:
+    kernels = st.integers(1, 4)
+    return st.one_of(
+        st.builds(lambda k, s, p, d: {"type": "conv_transpose2d", "out_channels": 2, "kernel_size": k, "stride": s,
+                                      "padding": min(p, k - 1), "dilation": d},
+                  kernels, st.integers(1, 3), st.integers(0, 1), st.integers(1, 2)),
+        st.builds(lambda s, mode: {"type": "upsample", "scale_factor": s, "mode": mode},
+                  st.integers(1, 3), st.sampled_from(["nearest", "bilinear"])),
+        st.builds(lambda k, s, p: {"type": "conv2d", "out_channels": 2, "kernel_size": k, "stride": s, "padding": p},
+                  kernels, st.integers(1, 3), st.integers(0, 1)),
+        st.just({"type": "maxpool2d", "kernel_size": 2}),
+    )
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(resampling_layer(), min_size=2, max_size=4))
+def test_fields_through_resampling_chains_equal_the_gradient_unit_by_unit(layers: list[dict]):
+    """Transposed convs, upsamplings, convs and pools in any order, on a 20x20 image: the field
+    is computed phase by phase, so an envelope holds every unit's measured field with both edges
+    reached, and a chain whose phases line up again (nearest x2 then a 2x2 pool) is exact."""
+    try:
+        analysis = analysis_of_text(spec_text({"channels": 1, "height": 20, "width": 20}, layers))
+    except SpecError:
+        return  # a map that shrinks to nothing
+    field = analysis.layers[-1].receptive_field
+    if max(analysis.output_shape[1:]) > 120:
+        return
+    if not field.exact:
+        event("envelope")
+        assert_envelope(analysis, len(analysis.layers) - 1)
+    elif measurable_layer(analysis) == len(analysis.layers) - 1 and (result := field_measurement(analysis, 200)):
+        event("exact")
+        expected, measured = result
+        assert measured == expected

@@ -13,12 +13,11 @@ from .base import Example, Layer, NonNegativePair, Pair, PositiveInt, Shape, fmt
 from .receptive_field import ReceptiveField, explain_resampling
 
 
-def transposed_taps(unit: int, kernel: int, stride: int, padding: int, dilation: int) -> tuple[int, int] | None:
+def transposed_reads(unit: int, kernel: int, stride: int, padding: int, dilation: int) -> list[int]:
     """The input units output ``unit`` reads: input i adds w[t] to output i*s - p + t*d, so the
-    output reads the i = (unit + p - t*d)/s that are whole; (lowest, highest), None if none is."""
-    reads = [(unit + padding - t * dilation) // stride for t in range(kernel)
-             if (unit + padding - t * dilation) % stride == 0]
-    return (min(reads), max(reads)) if reads else None
+    output reads the i = (unit + p - t*d)/s that are whole (none: the output is only the bias)."""
+    return [(unit + padding - t * dilation) // stride for t in range(kernel)
+            if (unit + padding - t * dilation) % stride == 0]
 
 
 class ConvTranspose2d(Layer):
@@ -103,10 +102,9 @@ class ConvTranspose2d(Layer):
         the units differ by phase (u mod s) and the field is their envelope."""
         axes = []
         for axis, (kernel, stride, padding, _, dilation) in zip((fields[0].height, fields[0].width), self.axes()):
-            period = stride * dilation * kernel  # the taps of unit u + s are those of u shifted by one
-            axes.append(axis.through_resampling(
-                Fraction(1, stride), lambda u, k=kernel, s=stride, p=padding, d=dilation: transposed_taps(u, k, s, p, d),
-                range(period, 2 * period)))
+            axes.append(axis.through_resampling(  # the reads of unit u + s are those of u shifted by one
+                Fraction(1, stride), lambda u, k=kernel, s=stride, p=padding, d=dilation: transposed_reads(u, k, s, p, d),
+                stride))
         return ReceptiveField(*axes)
 
     def explain(self, shapes: list[Shape], out: Shape) -> list[str]:

@@ -113,8 +113,8 @@ class Mul(_Merge):
         """The union of the inputs' fields at unit 0; the jump is the map's (a broadcast gate has
         one unit, whatever jump its pooling reports)."""
         merged = super().receptive_field(fields, shapes, out)
-        if merged is None:
-            return None
+        if merged is None or all(shape == out for shape in shapes):
+            return merged
         maps = [field for field, shape in zip(fields, shapes) if shape == out]
         return ReceptiveField(
             Axis(merged.height.size, max(f.height.jump for f in maps), merged.height.start),

@@ -13,17 +13,16 @@ from .base import Example, Layer, Pair, Shape, fmt, pair, show
 from .receptive_field import ReceptiveField, explain_resampling
 
 
-def source_taps(unit: int, ratio: Fraction, mode: str, align_corners: bool) -> tuple[int, int]:
+def source_reads(unit: int, ratio: Fraction, mode: str, align_corners: bool) -> list[int]:
     """The input units output ``unit`` reads, away from the borders (PyTorch's index rules).
     nearest: floor(u * ratio). bilinear: x = (u + 1/2)*ratio - 1/2 (align_corners false) or
     u * ratio (true), interpolating floor(x) and floor(x) + 1; the second only when x is not
     whole (its weight x - floor(x) is 0 otherwise)."""
     if mode == "nearest":
-        index = math.floor(unit * ratio)
-        return index, index
+        return [math.floor(unit * ratio)]
     x = unit * ratio if align_corners else (unit + Fraction(1, 2)) * ratio - Fraction(1, 2)
     low = math.floor(x)
-    return low, (low if x == low else low + 1)
+    return [low] if x == low else [low, low + 1]
 
 
 def _written(value: Any) -> str:
@@ -89,10 +88,9 @@ class Upsample(Layer):
         Units differ by phase, so the field is their envelope (exact only for a scale of 1)."""
         axes = []
         for axis, ratio in zip((fields[0].height, fields[0].width), self.ratios(shapes, out)):
-            period = max(ratio.denominator, 1)
-            axes.append(axis.through_resampling(
-                ratio, lambda u, r=ratio: source_taps(u, r, self.mode, bool(self.align_corners)),
-                range(4 * period, 6 * period)))
+            axes.append(axis.through_resampling(  # ratio p/q: the reads of u + q are those of u plus p
+                ratio, lambda u, r=ratio: source_reads(u, r, self.mode, bool(self.align_corners)),
+                max(ratio.denominator, 1)))
         return ReceptiveField(*axes)
 
     def explain(self, shapes: list[Shape], out: Shape) -> list[str]:
