@@ -149,6 +149,42 @@ specs/invalid/schema_errors.yaml:7:24: error: p must be less than or equal to 1 
   expected: Probability of zeroing an element.
   received: p=1.5
 4 errors""",
+    # a0..a3 are 10 + 100 + 1,000 + 10,000 values; a4's fifth *a3 passes 100,000
+    "alias_bomb.yaml": """\
+specs/invalid/alias_bomb.yaml:10:45: error: the document expands to more than 100,000 values once its aliases are followed
+   10 | a4: &a4 [*a3, *a3, *a3, *a3, *a3, *a3, *a3, *a3, *a3, *a3]
+      |                                             ^
+  hint: if this spec is legitimate, raise the limit with CNNSPEC_MAX_SPEC_VALUES
+  note: an alias (*name) repeats everything its anchor (&name) holds, so a few lines can stand for billions of values""",
+    # the file, layers and the layer are 3 levels: bracket 62 is level 65, column 20 + 62
+    "deep_nesting.yaml": """\
+specs/invalid/deep_nesting.yaml:5:82: error: mappings and lists nest deeper than 64 levels here
+    5 | ...""" + "[" * 120 + """...
+      |""" + " " * 64 + """^
+  hint: if this spec is legitimate, raise the limit with CNNSPEC_MAX_SPEC_DEPTH""",
+    "merge_scalar.yaml": """\
+specs/invalid/merge_scalar.yaml:5:10: error: a merge key '<<' takes a mapping or a list of mappings
+    5 |   - {<<: 5, type: relu}
+      |          ^
+  expected: <<: *anchor_of_a_mapping, or <<: [*first, *second]
+  received: <<: 5""",
+    "huge_repeat.yaml": """\
+specs/invalid/huge_repeat.yaml:9:26: error: repeat: 9,223,372,036,854,775,808 is more than the 10,000 layers a model may have
+    9 |   - {block: act, repeat: 9223372036854775808}
+      |                          ^
+  hint: if this spec is legitimate, raise the limit with CNNSPEC_MAX_LAYERS""",
+    "huge_kernel.yaml": """\
+specs/invalid/huge_kernel.yaml:5:50: error: kernel_size is larger than the largest size PyTorch takes (conv2d layer 'conv2d_1')
+    5 |   - {type: conv2d, out_channels: 8, kernel_size: 1000000000000000000000000000000}
+      |                                                  ^
+  expected: at most 2,147,483,647 (2**31 - 1)
+  received: kernel_size=1000000000000000000000000000000""",
+    "nested_inputs.yaml": """\
+specs/invalid/nested_inputs.yaml:6:27: error: inputs.0 must be a valid string (relu layer 'relu_1')
+    6 |   - {type: relu, inputs: [[conv]]}
+      |                           ^
+  expected: Names of the layers feeding this one; default: the previous layer. 'input' names the model input.
+  received: inputs.0=['conv']""",
     "unknown_block.yaml": """\
 specs/invalid/unknown_block.yaml:11:13: error: unknown block 'conv_bnn'
    11 |   - {block: conv_bnn, name: stem}

@@ -37,7 +37,8 @@ hostile.yaml:3:9: error: an alias refers to the value that contains it (a recurs
     3 | layers: &x
       |         ^
   hint: an alias (*name) may only repeat a value defined before it, outside it"""),
-    # the 65th bracket is column 18 + 64 = 82; the line is cut to 120 characters around it
+    # the file, layers and the layer are 3 levels: bracket 62 is level 65, at column 20 + 62 = 82;
+    # the line is cut to 120 characters around it
     "deep_nesting": (HEAD + "layers:\n  - {type: relu, x: " + "[" * 1000 + "]" * 1000 + "}\n", """\
 hostile.yaml:4:82: error: mappings and lists nest deeper than 64 levels here
     4 | ...""" + "[" * 120 + """...
