@@ -45,6 +45,8 @@ CONSUMER_MODULES = [*room("cnnspec/deploy"), *room("serving")]
 # Other rooms with their own rules: module -> the packages it must not import.
 RULES: dict[str, tuple[str, ...]] = {name: NO_ML for name in PURE_MODULES}
 RULES.update({name: NO_TORCH for name in CONSUMER_MODULES})
+# the weight mapping and the zoo's table work on tensors they are given: importing them loads no torch
+RULES |= {"cnnspec.weights": NO_ML, "cnnspec.zoo": NO_ML}
 
 
 def imported_after(modules: list[str], watched: tuple[str, ...]) -> dict[str, list[str]]:
