@@ -449,6 +449,19 @@ def test_new_version_with_another_interface_is_refused(populated_repo: Path, tmp
     _refused([other, "--name", "simple_cnn"], populated_repo, capsys, "export under another --name")
 
 
+def test_new_version_reads_the_existing_config_with_the_codec(populated_repo: Path, simple_run: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """The interface check parses config.pbtxt (deploy's codec), however it is laid out."""
+    config = populated_repo / "simple_cnn" / "config.pbtxt"
+    original = config.read_text()
+    config.write_text("# hand-edited\n" + original.replace("dims: [ 1, 28, 28 ]", "dims: [3,\n 28, 28]"))
+    _refused([simple_run], populated_repo, capsys, "already has versions with input [3, 28, 28]")
+    config.write_text(original.replace("max_batch_size", "max_batch_sise"))
+    _refused([simple_run], populated_repo, capsys,
+             f"cannot add a version next to {config}: {config}:4:1: error: message type \"inference.ModelConfig\" "
+             "has no field named \"max_batch_sise\"; did you mean 'max_batch_size'?")
+
+
 def test_dataset_unavailable_fails_unless_no_data_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = quick_checkpoint(RESIDUAL_SPEC, tmp_path / "run", steps=1, dataset="mnist",
                            data_dir=str(tmp_path / "no_mnist_here"))
