@@ -25,6 +25,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
+	$(BIN)/pip install -q -e '.[ml,serve,dev,bench]'  # kserve: serve_load.py's second baseline
 	PATH=$(abspath $(BIN)):$$PATH bash scripts/bench.sh
 
 clean:

@@ -1,22 +1,27 @@
-"""Loopback load test of the cnnspec service against a plain endpoint and in-process onnxruntime.
+"""Loopback load test of the cnnspec service against two baselines and in-process onnxruntime.
 
 One run measures, side by side on this machine:
 
 - ceiling: in-process onnxruntime, images/s at batch 1 and 32 (no HTTP at all);
-- baseline: benchmarks/plain_endpoint.py (FastAPI + onnxruntime, no batching) in its own process;
-- service: ``python -m serving`` (dynamic batching) in its own process;
+- baseline 1: benchmarks/plain_endpoint.py (FastAPI + onnxruntime, no batching) in its own process;
+- baseline 2: benchmarks/kserve_endpoint.py, KServe's own ModelServer with a minimal ``kserve.Model``
+  running onnxruntime on the same file (REST and gRPC), in its own process (needs ``kserve``);
+- service: ``python -m serving --grpc-port`` (dynamic batching) in its own process;
 
 each server with batch-1 JSON, batch-1 binary (Triton's binary tensor extension) and batch-32
-binary requests at 1, 16 and 64 concurrent keep-alive connections, and prints req/s, images/s,
-p50/p99 latency and the ratios against the targets of issue 5. Both servers listen only on
-127.0.0.1; each cell is measured on one right after the same cell on the other (so background load
-hits both alike), and both are stopped at the end even on error, Ctrl-C or SIGTERM.
+binary requests over HTTP, and batch-1 and batch-32 raw-tensor ModelInfer calls over gRPC (the
+servers that have gRPC), at 1, 16 and 64 concurrent keep-alive connections, and prints req/s,
+images/s, p50/p99 latency and the ratios against the targets of issues 5 and 11. Every server
+listens only on 127.0.0.1; each cell is measured on one right after the same cell on the others (so
+background load hits all alike), and all are stopped at the end even on error, Ctrl-C or SIGTERM.
 
 The client is a minimal HTTP/1.1 keep-alive client on asyncio streams (uvloop when installed),
 one connection per concurrent client, with the request bytes built once: a general-purpose client
 (httpx) saturates its own core near 800 req/s here and would measure itself, not the server.
-Every answer's status is checked; the first answer of each cell is decoded and compared with
-in-process onnxruntime. JSON bodies carry real MNIST test digits written the way tritonclient
+The gRPC client sends pre-serialized ModelInferRequest bytes through a
+bare unary call, one channel (own TCP connection) per concurrent client, so protobuf encoding is
+not measured on the client side either. Every answer's status is checked; the first answer of each
+cell is decoded and compared with in-process onnxruntime. JSON bodies carry real MNIST test digits written the way tritonclient
 writes them (float32 values as Python floats).
 
     python benchmarks/serve_load.py                   # exports SimpleCNN into a temp repository
@@ -28,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -47,13 +53,16 @@ import onnxruntime as ort
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MNIST_TEST_IMAGES = REPO_ROOT.parent / "shared" / "data" / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
 CONCURRENCY = (1, 16, 64)
-PAYLOADS = ("json-b1", "binary-b1", "binary-b32")
+PAYLOADS = ("json-b1", "binary-b1", "binary-b32", "grpc-b1", "grpc-b32")
+SERVERS = ("plain", "kserve", "serving")
 
 # Targets of issue 5 (2-core machine, SimpleCNN).
 TARGET_JSON_RATIO = 2.0          # batch-1 JSON at c16 vs the plain endpoint
 TARGET_JSON_P99_MS = 15.0
 TARGET_BINARY_RPS = 3_000.0      # batch-1 binary
 TARGET_B32_IMAGES = 30_000.0     # batch-32 binary
+# Targets of issue 11: the service against KServe's ModelServer, 16 clients.
+TARGET_VS_KSERVE = {"json-b1": 4.0, "binary-b1": 6.0, "binary-b32": 10.0, "grpc-b1": 3.0}
 
 
 @dataclass
@@ -157,6 +166,27 @@ def _http_post(model: str, port: int, body: bytes, headers: dict[str, str]) -> b
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
+def grpc_request(x: np.ndarray, model: str) -> bytes:
+    """A serialized ModelInferRequest with the tensor in raw_input_contents (as tritonclient.grpc sends it)."""
+    from tritonclient.grpc import service_pb2
+
+    tensor = service_pb2.ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=x.shape)
+    request = service_pb2.ModelInferRequest(model_name=model, inputs=[tensor],
+                                            raw_input_contents=[np.ascontiguousarray(x, dtype="<f4").tobytes()])
+    return request.SerializeToString()
+
+
+def decode_grpc_logits(body: bytes) -> np.ndarray:
+    """The first output of a serialized ModelInferResponse, raw or typed contents."""
+    from tritonclient.grpc import service_pb2
+
+    response = service_pb2.ModelInferResponse.FromString(body)
+    output = response.outputs[0]
+    if response.raw_output_contents:
+        return np.frombuffer(response.raw_output_contents[0], dtype="<f4").reshape(list(output.shape))
+    return np.asarray(output.contents.fp32_contents, dtype=np.float32).reshape(list(output.shape))
+
+
 def decode_logits(headers: dict[str, str], body: bytes) -> np.ndarray:
     """The first output of a V2 answer, JSON or binary."""
     split = headers.get("inference-header-content-length")
@@ -233,12 +263,52 @@ async def measure(port: int, request: bytes, concurrency: int, duration: float,
     return latencies, errors, duration, sample[0]
 
 
+async def measure_grpc(port: int, request: bytes, concurrency: int, duration: float,
+                       warmup: float) -> tuple[list[float], int, float, tuple[dict[str, str], bytes]]:
+    """As ``measure``, over gRPC: ``concurrency`` channels calling ModelInfer back to back."""
+    import grpc
+
+    loop_start = time.perf_counter()
+    window_start, window_end = loop_start + warmup, loop_start + warmup + duration
+    latencies: list[float] = []
+    errors = 0
+    sample: list[bytes] = []
+
+    async def client() -> None:
+        nonlocal errors
+        options = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", -1)]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+            infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")  # bytes in, bytes out
+            while True:
+                start = time.perf_counter()
+                if start >= window_end:
+                    return
+                try:
+                    body = await infer(request)
+                except grpc.aio.AioRpcError as error:
+                    errors += 1
+                    if errors == 1:
+                        print(f"    first error: {error.code()} {error.details()[:200]}", file=sys.stderr)
+                    continue
+                end = time.perf_counter()
+                if not sample:
+                    sample.append(body)
+                if window_start <= start and end <= window_end:
+                    latencies.append(end - start)
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    if not sample:
+        raise RuntimeError(f"no successful gRPC answer from port {port}")
+    return latencies, errors, duration, ({}, sample[0])
+
+
 def run_cell(server: str, payload: str, batch: int, port: int, request: bytes, concurrency: int,
              duration: float, warmup: float, expected: np.ndarray) -> Cell:
     """Measure one cell and check one answer against in-process onnxruntime."""
+    grpc_cell = payload.startswith("grpc")
     latencies, errors, seconds, (headers, body) = asyncio.run(
-        measure(port, request, concurrency, duration, warmup))
-    got = decode_logits(headers, body)
+        (measure_grpc if grpc_cell else measure)(port, request, concurrency, duration, warmup))
+    got = decode_grpc_logits(body) if grpc_cell else decode_logits(headers, body)
     if got.shape != expected.shape or not np.allclose(got, expected, rtol=1e-4, atol=1e-4):
         raise RuntimeError(f"{server} {payload}: answer differs from in-process onnxruntime")
     ms = np.asarray(latencies) * 1e3 if latencies else np.zeros(1)
@@ -309,7 +379,7 @@ def server_process(command: list[str], port: int, log: Path) -> Iterator[subproc
             process.wait()
 
 
-def measure_servers(servers: dict[str, tuple[list[str], int]], model: str, x: np.ndarray,
+def measure_servers(servers: dict[str, tuple[list[str], int, int | None]], model: str, x: np.ndarray,
                     expected: dict[int, np.ndarray], args: argparse.Namespace, tmp: Path) -> list[Cell]:
     """Every payload x concurrency cell against every server, the servers' cells interleaved.
 
@@ -319,16 +389,21 @@ def measure_servers(servers: dict[str, tuple[list[str], int]], model: str, x: np
     cells = []
     with contextlib.ExitStack() as stack:
         requests = {}
-        for label, (command, port) in servers.items():
+        for label, (command, port, grpc_port) in servers.items():
             process = stack.enter_context(server_process(command, port, tmp / f"{label}.log"))
-            print(f"{label}: pid {process.pid}, port {port}", file=sys.stderr)
-            requests[label] = {"json-b1": (1, json_request(x[:1], model, port)),
-                               "binary-b1": (1, binary_request(x[:1], model, port)),
-                               "binary-b32": (32, binary_request(x[:32], model, port))}
+            print(f"{label}: pid {process.pid}, port {port}, gRPC port {grpc_port}", file=sys.stderr)
+            requests[label] = {"json-b1": (1, port, json_request(x[:1], model, port)),
+                               "binary-b1": (1, port, binary_request(x[:1], model, port)),
+                               "binary-b32": (32, port, binary_request(x[:32], model, port))}
+            if grpc_port is not None:
+                requests[label]["grpc-b1"] = (1, grpc_port, grpc_request(x[:1], model))
+                requests[label]["grpc-b32"] = (32, grpc_port, grpc_request(x[:32], model))
         for payload in args.payloads:
             for concurrency in args.concurrency:
-                for label, (_, port) in servers.items():
-                    batch, request = requests[label][payload]
+                for label in servers:
+                    if payload not in requests[label]:
+                        continue
+                    batch, port, request = requests[label][payload]
                     cell = run_cell(label, payload, batch, port, request, concurrency,
                                     args.duration, args.warmup, expected[batch])
                     print(f"  {label:<8} {payload:<10} c{concurrency:<3} {cell.rps:9,.0f} req/s  "
@@ -366,6 +441,13 @@ def verdicts(cells: list[Cell], ceil: dict[str, dict[int, float]]) -> list[tuple
         return max((c for c in cells if (c.server, c.payload) == (server, payload)), key=lambda c: c.rps)
 
     out = []
+    for payload, goal in TARGET_VS_KSERVE.items():
+        ours, theirs = get("serving", payload, 16), get("kserve", payload, 16)
+        if ours and theirs and theirs.rps:
+            ratio = ours.rps / theirs.rps
+            out.append((f"{payload}, c16: serving / KServe ModelServer",
+                        f"{ratio:.2f}x ({ours.images_per_s:,.0f} vs {theirs.images_per_s:,.0f} images/s)",
+                        f">= {goal:g}x", ratio >= goal))
     json16, plain16 = get("serving", "json-b1", 16), get("plain", "json-b1", 16)
     if json16 and plain16:
         ratio = json16.rps / plain16.rps
@@ -373,6 +455,8 @@ def verdicts(cells: list[Cell], ceil: dict[str, dict[int, float]]) -> list[tuple
                     f"{plain16.rps:,.0f} req/s), p99 {json16.p99_ms:.1f} ms",
                     f">= {TARGET_JSON_RATIO:g}x, p99 <= {TARGET_JSON_P99_MS:g} ms",
                     ratio >= TARGET_JSON_RATIO and json16.p99_ms <= TARGET_JSON_P99_MS))
+    if not any(c.server == "plain" for c in cells) or not any(c.payload == "binary-b32" for c in cells):
+        return out
     b1, b32 = best("serving", "binary-b1"), best("serving", "binary-b32")
     pb1, pb32 = best("plain", "binary-b1"), best("plain", "binary-b32")
     out.append(("batch-1 binary req/s (best concurrency)",
@@ -399,7 +483,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=0.5, help="unmeasured seconds before each cell")
     parser.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCY))
     parser.add_argument("--payloads", nargs="+", choices=PAYLOADS, default=list(PAYLOADS))
-    parser.add_argument("--only", choices=("serving", "plain"), help="measure one server only")
+    parser.add_argument("--only", choices=SERVERS, nargs="+", help="measure only these servers")
     parser.add_argument("--serving-arg", action="append", default=[],
                         help="extra argument for `python -m serving` (repeatable)")
     parser.add_argument("--json", type=Path, help="also write the cells as JSON here")
@@ -430,14 +514,24 @@ def main() -> int:
             print(f"in-process onnxruntime, {label}: {by_batch[1]:,.0f} images/s at batch 1, "
                   f"{by_batch[32]:,.0f} at batch 32", file=sys.stderr)
         servers = {}
-        if args.only != "serving":
+        wanted = args.only or SERVERS
+        if "plain" in wanted:
             port = free_port()
             servers["plain"] = ([sys.executable, str(REPO_ROOT / "benchmarks" / "plain_endpoint.py"),
-                                 "--model", str(model_path), "--name", model, "--port", str(port)], port)
-        if args.only != "plain":
-            port = free_port()
+                                 "--model", str(model_path), "--name", model, "--port", str(port)], port, None)
+        if "kserve" in wanted:
+            if importlib.util.find_spec("kserve") is None:
+                raise SystemExit("the KServe baseline needs kserve: pip install -e '.[bench]' (or make bench), "
+                                 "or leave it out with --only plain serving")
+            port, grpc_port = free_port(), free_port()
+            servers["kserve"] = ([sys.executable, str(REPO_ROOT / "benchmarks" / "kserve_endpoint.py"),
+                                  "--model", str(model_path), "--name", model, "--http-port", str(port),
+                                  "--grpc-port", str(grpc_port)], port, grpc_port)
+        if "serving" in wanted:
+            port, grpc_port = free_port(), free_port()
             servers["serving"] = ([sys.executable, "-m", "serving", "--model-repository", str(repo),
-                                   "--host", "127.0.0.1", "--port", str(port), *args.serving_arg], port)
+                                   "--host", "127.0.0.1", "--port", str(port), "--grpc-port", str(grpc_port),
+                                   *args.serving_arg], port, grpc_port)
         cells = measure_servers(servers, model, x, expected, args, tmp_path)
     return report(cells, ceil, args, load_start)
 
@@ -453,7 +547,7 @@ def report(cells: list[Cell], ceil: dict[str, dict[int, float]], args: argparse.
     if args.json:
         args.json.write_text(json.dumps({"cells": [asdict(c) for c in cells], "ceiling": ceil}, indent=1))
     met = True
-    if args.only is None and args.payloads == list(PAYLOADS):
+    if args.only is None:
         print("\n| target | measured | goal | met |\n|---|---|---|---|")
         for name, measured, goal, ok in verdicts(cells, ceil):
             print(f"| {name} | {measured} | {goal} | {'yes' if ok else 'NO'} |")
