@@ -15,6 +15,7 @@ import signal
 
 from .app import ServingApp
 from .metrics import Metrics
+from .errors import StartupError
 from .model import providers_for
 from .repository import ModelTable
 from .settings import ServeSettings
@@ -52,5 +53,13 @@ def serve(settings: ServeSettings) -> None:
     # uvicorn re-raises the SIGTERM it handled once it has shut down; a no-op handler makes that
     # re-raise harmless, so a drained, clean stop exits with status 0 (what container runtimes expect).
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    except SystemExit as stop:  # uvicorn exits 1 (port taken) or 3 (lifespan failed) after logging why
+        if stop.code not in (0, None):
+            raise StartupError("the server did not start; see the error above") from None
+        raise
+    if not server.started:
+        raise StartupError("the server did not start; see the error above")
     log.info("stopped")

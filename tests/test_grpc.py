@@ -88,6 +88,27 @@ def test_grpc_port_flag_and_environment(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert settings_from({"model_repository": tmp_path}).grpc_port == 9001
 
 
+def test_a_taken_grpc_port_stops_the_server_with_exit_1(exported_repository: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+    from server_helpers import free_port
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "serving", "--model-repository", str(exported_repository),
+                               "--port", str(free_port()), "--grpc-port", str(port)],
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert f"cannot bind the gRPC port 127.0.0.1:{port}" in done.stderr
+    assert "error: the server did not start; see the error above" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_cnnspec_serve_has_the_grpc_port_flag() -> None:
     from click.testing import CliRunner
 
