@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from starlette.requests import Request
 
-from cnnspec.deploy.images import ImageError, Preprocessing, to_array, top_k
+from cnnspec.deploy.images import ImageError, Preprocessing, pillow_reason, to_array, top_k
 from cnnspec.deploy.model_card import ModelCard, ModelCardError
 
 from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
@@ -82,12 +82,28 @@ async def _image_bytes(request: Request, body: bytes, limit: int) -> bytes:
             raise BadRequest("the multipart form has no file; upload one image, e.g. curl -F file=@digit.png")
         data = await files[0].read()
     elif content_type.startswith("application/x-www-form-urlencoded"):
-        raise UnsupportedMediaType("send the image as multipart/form-data (curl -F file=@x.png) or as the raw body")
+        raise UnsupportedMediaType(_form_encoded_message(body))
     else:
         data = body
     if not data:
         raise BadRequest("no image in the request: upload a PNG or JPEG file")
     return data
+
+
+_SIGNATURES = {b"\x89PNG\r\n\x1a\n": ("PNG", "image/png"), b"\xff\xd8\xff": ("JPEG", "image/jpeg")}
+
+
+def _form_encoded_message(body: bytes) -> str:
+    """A form-encoded body is what ``curl --data-binary @x.png`` sends without -H: when it is an
+    image, say which header to set rather than that no image came."""
+    for signature, (name, media_type) in _SIGNATURES.items():
+        if body.startswith(signature):
+            return (f"the body is a {name} image but its Content-Type is application/x-www-form-urlencoded "
+                    f"(curl's default for --data-binary); set the header 'Content-Type: {media_type}' "
+                    f"(curl -H 'Content-Type: {media_type}' --data-binary @image ...) or upload it as a form "
+                    "file (curl -F file=@image ...)")
+    return ("a form-encoded body holds no file: upload the image as multipart/form-data (curl -F file=@x.png) "
+            "or send it as the raw body with its type (curl -H 'Content-Type: image/png' --data-binary @x.png)")
 
 
 def decode(data: bytes, preprocessing: Preprocessing, max_pixels: int) -> np.ndarray:
@@ -97,14 +113,17 @@ def decode(data: bytes, preprocessing: Preprocessing, max_pixels: int) -> np.nda
     try:
         with Image.open(io.BytesIO(data)) as probe:
             image_format, (width, height) = probe.format, probe.size
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
-        raise BadRequest(f"the upload is not a readable image: {error}") from None
+    except UnidentifiedImageError:  # its text names a Python BytesIO object
+        raise BadRequest(f"the uploaded body is not a readable image; classify accepts "
+                         f"{' or '.join(IMAGE_FORMATS)}") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise BadRequest(f"the uploaded body is not a readable image ({pillow_reason(error)})") from None
     if image_format not in IMAGE_FORMATS:
         raise UnsupportedMediaType(f"the upload is {image_format}; classify accepts {' or '.join(IMAGE_FORMATS)}")
     if width * height > max_pixels:
         raise PayloadTooLarge(f"the image is {width}x{height} = {width * height} pixels, over the limit of "
                               f"{max_pixels} (setting max_image_pixels)")
     try:
-        return to_array(data, preprocessing)[None]
+        return to_array(data, preprocessing, name="the uploaded body")[None]
     except ImageError as error:
         raise BadRequest(str(error)) from None

@@ -276,7 +276,8 @@ def test_classify_a_real_digit(server: Server, reference) -> None:
 
 
 @pytest.mark.parametrize("content, headers, status, message", [
-    (b"not an image", {"Content-Type": "image/png"}, 400, "not a readable image"),
+    (b"not an image", {"Content-Type": "image/png"}, 400,
+     "the uploaded body is not a readable image; classify accepts PNG or JPEG"),
     (b"", {"Content-Type": "image/png"}, 400, "no image"),
     (None, {}, 415, "classify accepts PNG or JPEG"),  # a GIF
 ])
@@ -289,6 +290,17 @@ def test_classify_rejects_bad_uploads(server: Server, content, headers, status: 
         content = buffer.getvalue()
     answer = httpx.post(f"{server.base}/v2/models/{MODEL}/classify", content=content, headers=headers)
     assert answer.status_code == status and message in answer.json()["error"]
+
+
+def test_classify_with_curls_default_form_type_says_which_header_to_set(server: Server) -> None:
+    png, _ = mnist_png(0)  # what `curl --data-binary @digit.png` sends: a raw PNG, typed as a form
+    answer = httpx.post(f"{server.base}/v2/models/{MODEL}/classify", content=png,
+                        headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert answer.status_code == 415
+    assert answer.json()["error"] == (
+        "the body is a PNG image but its Content-Type is application/x-www-form-urlencoded (curl's default for "
+        "--data-binary); set the header 'Content-Type: image/png' (curl -H 'Content-Type: image/png' "
+        "--data-binary @image ...) or upload it as a form file (curl -F file=@image ...)")
 
 
 # --- errors: 4xx with a message naming the problem, and the server keeps serving -----------------

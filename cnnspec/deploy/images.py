@@ -18,6 +18,7 @@ the dataset's mean and std), so a served image is seen the way the training imag
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence, Union
@@ -58,13 +59,14 @@ class Preprocessing:
         return (self.channels, self.height, self.width)
 
 
-def load_image(source: ImageSource) -> "PIL.Image.Image":  # noqa: F821
-    """Decode an image from a path, raw bytes or a PIL image; raise ImageError if unreadable."""
+def load_image(source: ImageSource, name: str | None = None) -> "PIL.Image.Image":  # noqa: F821
+    """Decode an image from a path, raw bytes or a PIL image; raise ImageError if unreadable.
+    ``name`` is what messages call it (default: the path, or "the image bytes")."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if isinstance(source, Image.Image):
         return source
-    name = str(source) if isinstance(source, (str, Path)) else "image bytes"
+    name = name or (str(source) if isinstance(source, (str, Path)) else "the image bytes")
     try:
         handle = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray)) else open(source, "rb")
         with handle:
@@ -76,8 +78,15 @@ def load_image(source: ImageSource) -> "PIL.Image.Image":  # noqa: F821
         raise ImageError(f"{name} is not a readable image (not a format Pillow can decode: PNG, JPEG, "
                          "BMP, GIF, TIFF, WebP, ...)") from None
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"{name} is not a readable image ({exc})") from None
+        raise ImageError(f"{name} is not a readable image ({pillow_reason(exc)})") from None
     return ImageOps.exif_transpose(image)
+
+
+def pillow_reason(error: BaseException) -> str:
+    """Pillow's text for a decoding error without the Python objects it names
+    ("cannot identify image file <_io.BytesIO object at 0x7f...>")."""
+    text = re.sub(r"\s*<_io\.\w+ (?:name=[^>]*|object at 0x[0-9a-f]+)>", "", str(error)).strip()
+    return re.sub(r"\s*'[^']*'$", "", text) if text.startswith("cannot identify image file") else text or type(error).__name__
 
 
 def _convert(image: "PIL.Image.Image", mode: str) -> "PIL.Image.Image":  # noqa: F821
@@ -98,11 +107,12 @@ def _convert(image: "PIL.Image.Image", mode: str) -> "PIL.Image.Image":  # noqa:
     return image.convert(mode)
 
 
-def to_array(image: ImageSource, preprocessing: Preprocessing) -> np.ndarray:
-    """One image as float32 [C, H, W]: converted, resized (bilinear), x/255, (x - mean) / std."""
+def to_array(image: ImageSource, preprocessing: Preprocessing, name: str | None = None) -> np.ndarray:
+    """One image as float32 [C, H, W]: converted, resized (bilinear), x/255, (x - mean) / std.
+    ``name`` is what an error calls the image (see load_image)."""
     from PIL import Image
 
-    picture = _convert(load_image(image), preprocessing.color_mode)
+    picture = _convert(load_image(image, name), preprocessing.color_mode)
     size = (preprocessing.width, preprocessing.height)
     if picture.size != size:
         picture = picture.resize(size, Image.BILINEAR)

@@ -270,8 +270,14 @@ class _Builder:
         if not isinstance(node, yaml.CollectionNode):
             try:
                 return self.constructor.construct_object(node, deep=True)
-            except yaml.YAMLError as exc:
-                self.errors.append(Diagnostic(f"invalid value: {exc}", self._where(node)))
+            except (yaml.YAMLError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                # PyYAML's own text names the stream ("<unicode string>") and repeats the line, and an
+                # explicit tag on a value it does not fit (!!int "x") ends in a bare ValueError/KeyError.
+                tag = "!!" + node.tag.rsplit(":", 1)[-1]
+                problem = exc.problem if isinstance(exc, yaml.MarkedYAMLError) and exc.problem else None
+                self.errors.append(Diagnostic(
+                    f"invalid {tag} value: {problem}" if problem else f"invalid {tag} value {node.value!r}",
+                    self._where(node), hint=f"remove the tag {tag}; spec files need no explicit YAML tags"))
                 return None
         if not self._enter(node):
             return None
