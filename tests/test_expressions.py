@@ -185,12 +185,14 @@ net.yaml:7:38: error: out_channels must be a valid integer (conv2d layer 's_0_co
       |                                      ^
   expected: Number of filters (output channels).
   received: out_channels=24.0
+  hint: write an integer (in an expression '/' always gives a float: use '//', int() or round())
   note: in block 'b' used as 's' at line 9, copy 0
 net.yaml:7:38: error: out_channels must be a valid integer (conv2d layer 's_1_conv2d_1')
     7 |       - {type: conv2d, out_channels: "${hidden / 2}", kernel_size: 1}
       |                                      ^
   expected: Number of filters (output channels).
   received: out_channels=24.0
+  hint: write an integer (in an expression '/' always gives a float: use '//', int() or round())
   note: in block 'b' used as 's' at line 9, copy 1
 2 errors"""
 

@@ -142,7 +142,10 @@ def _diagnose_field(
         message = f"{field} has the wrong type ({type(value).__name__})"
     else:
         message = _message(error["msg"], ".".join(str(p) for p in loc) or field)
+    hint = None
+    if error["type"] == "int_type" and isinstance(value, float):
+        hint = "write an integer (in an expression '/' always gives a float: use '//', int() or round())"
     return Diagnostic(
         message if what == "the spec" else f"{message} ({what})", locate(loc, False), expected=expected,
-        received=f"{'.'.join(str(p) for p in loc)}={value!r}", note=note,
+        received=f"{'.'.join(str(p) for p in loc)}={value!r}", hint=hint, note=note,
     )
