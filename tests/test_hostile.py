@@ -287,3 +287,10 @@ def test_export_refuses_it_before_loading_the_weights(in_tmp, capsys):
     assert err.startswith("huge.pt[spec]:4:5: error: the model does not fit in memory: `export` needs about 23926.2 GiB")
     assert "  received: 434.9 MiB for weights + 23925.8 GiB for activations at batch 64 (weights in PyTorch, ONNX and onnxruntime; the largest layer's input and output" in err
     assert not Path("huge.onnx").exists()
+
+
+def test_train_reports_every_problem_of_the_spec_in_one_pass(in_tmp, capsys):
+    Path("hostile.yaml").write_text(CASES["dangling_and_shape"][0])
+    code, out, err = run_cli(["train", "hostile.yaml", "-d", "mnist_sample", "-o", "run"], capsys)
+    assert (code, out) == (1, "")
+    assert err == CASES["dangling_and_shape"][1] + "\n"

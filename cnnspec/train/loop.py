@@ -42,7 +42,7 @@ from .options import TrainOptions, options_for_resume, resolve_options
 from .progress import Reporter
 from ..deploy.files import atomic_write_bytes
 from ..errors import SpecWarning, UsageError
-from ..spec.model import load_spec
+from ..analysis import analyze_file
 
 EVAL_BATCH_PIXELS = 1 << 22  # eval batches hold about 4M input values (1,024 MNIST digits at most)
 
@@ -103,7 +103,7 @@ class Run:
                  download: bool = False, reporter_out: Any = None):
         self.spec_path = Path(spec_path)
         self.context = distributed.from_environment()
-        self.spec = load_spec(self.spec_path)
+        self.spec = analyze_file(self.spec_path).spec  # every problem of the file in one pass
         self.run_dir = Path(out)
         self.reporter = Reporter(self.context.is_main, reporter_out)
         self.saved = self._checkpoint_to_resume() if resume else None
