@@ -42,14 +42,34 @@ def _type_text(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-def _default_text(cls: type[Layer], name: str) -> str:
+def value_text(value: Any) -> str:
+    """A default as the catalogue's tables show it, quoted as the types are: 'zeros', true, [1, 1]."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(value_text(item) for item in value) + "]"
+    return str(value)
+
+
+def _default(cls: type[Layer], name: str) -> tuple[bool, Any, str]:
+    """(required, default as a JSON value, default as the tables show it)."""
     info = cls.model_fields[name]
     if info.is_required():
-        return "required"
+        return True, None, "required"
     default = info.default
     if default is PydanticUndefined or default is None:
-        return cls.none_default.get(name, "none")
-    return json.dumps(default)
+        return False, None, cls.none_default.get(name, "none")
+    value = json.loads(json.dumps(list(default) if isinstance(default, tuple) else default))
+    return False, value, value_text(default)
+
+
+def summary_of(cls: type) -> str:
+    """The docstring's first paragraph as one line (a summary may wrap in the source)."""
+    return " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
 
 
 def catalog() -> list[dict[str, Any]]:
@@ -63,16 +83,19 @@ def catalog() -> list[dict[str, Any]]:
             annotation = info.annotation
             if info.metadata:
                 annotation = typing.Annotated[(annotation, *info.metadata)]
+            required, default, shown = _default(cls, name)
             fields.append({
                 "name": name,
                 "type": _type_text(annotation),
-                "default": _default_text(cls, name),
+                "required": required,
+                "default": default,  # a JSON value: 1, 'zeros', true, [1, 1]; null when required or computed
+                "default_text": shown,  # as the table and the Markdown show it: 1, 'zeros', inferred
                 "description": info.description or "",
             })
         arity = "2 or more" if cls.max_inputs is None else str(cls.max_inputs)
         entries.append({
             "type": type_name,
-            "summary": (cls.__doc__ or "").strip().splitlines()[0],
+            "summary": summary_of(cls),
             "input": {"feature_map": "[C, H, W]", "vector": "[F]", None: "any"}[cls.needs],
             "inputs": arity,
             "fields": fields,
@@ -94,7 +117,7 @@ def render_catalog_markdown() -> str:
             for field in entry["fields"]:
                 description = field["description"].replace("|", "\\|")
                 kind = field["type"].replace("|", "\\|")
-                lines.append(f"| `{field['name']}` | {kind} | {field['default']} | {description} |")
+                lines.append(f"| `{field['name']}` | {kind} | {field['default_text']} | {description} |")
             lines.append("")
     return "\n".join(lines)
 

@@ -172,10 +172,16 @@ def validate(specs: tuple[Path, ...], quiet: bool, strict: bool) -> None:
             continue
         if not quiet:
             totals = result.totals()
-            click.echo(f"ok  {path}  ({len(result.layers)} layers, {totals['params']:,} params, "
-                       f"{totals['macs']:,} MACs)")
+            click.echo(f"ok  {path}  ({_count(len(result.layers), 'layer')}, {_count(totals['params'], 'param')}, "
+                       f"{_count(totals['macs'], 'MAC')})")
+    if len(specs) > 1 and not (quiet and not failed):  # one file's own line already says it all
+        click.echo(f"{len(specs) - failed} of {len(specs)} valid")
     if failed:
         raise click.exceptions.Exit(1)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
 
 
 @cli.command()
@@ -229,7 +235,7 @@ def layers(layer_type: str | None, format_: str) -> None:
             for column in ("field", "type", "default", "meaning"):
                 table.add_column(column, overflow="fold")
             for field in entry["fields"]:
-                table.add_row(*(Text(field[key]) for key in ("name", "type", "default", "description")))
+                table.add_row(*(Text(field[key]) for key in ("name", "type", "default_text", "description")))
             console.print(table)
 
 

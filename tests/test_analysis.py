@@ -201,10 +201,21 @@ def test_catalogue_documents_every_field():
         for field in entry["fields"]:
             assert field["description"], f"{entry['type']}.{field['name']} has no description"
     conv = next(e for e in catalog() if e["type"] == "conv2d")
-    defaults = {f["name"]: f["default"] for f in conv["fields"]}
-    assert defaults == {"in_channels": "inferred", "out_channels": "required", "kernel_size": "required",
-                        "stride": "1", "padding": "0", "dilation": "1", "groups": "1", "bias": "true",
-                        "padding_mode": '"zeros"'}
+    shown = {f["name"]: f["default_text"] for f in conv["fields"]}
+    assert shown == {"in_channels": "inferred", "out_channels": "required", "kernel_size": "required",
+                     "stride": "1", "padding": "0", "dilation": "1", "groups": "1", "bias": "true",
+                     "padding_mode": "'zeros'"}  # quoted as the type column quotes 'zeros'
+
+
+def test_layers_json_gives_defaults_as_json_values():
+    conv = json.loads(CliRunner().invoke(cli, ["layers", "conv2d", "-f", "json"]).output)[0]
+    fields = {f["name"]: (f["required"], f["default"], f["default_text"]) for f in conv["fields"]}
+    assert fields == {"in_channels": (False, None, "inferred"), "out_channels": (True, None, "required"),
+                      "kernel_size": (True, None, "required"), "stride": (False, 1, "1"), "padding": (False, 0, "0"),
+                      "dilation": (False, 1, "1"), "groups": (False, 1, "1"), "bias": (False, True, "true"),
+                      "padding_mode": (False, "zeros", "'zeros'")}
+    leaky = json.loads(CliRunner().invoke(cli, ["layers", "leaky_relu", "-f", "json"]).output)[0]
+    assert [(f["name"], f["default"]) for f in leaky["fields"]] == [("negative_slope", 0.01)]
 
 
 def test_readme_layer_reference_is_generated_from_the_classes():
@@ -319,3 +330,17 @@ def test_a_transposed_conv_after_a_stride_divides_the_jump_back():
     assert result.layer("bottom").receptive_field.to_dict() == {"size": [12, 12], "jump": [4, 4], "start": [0.5, 0.5]}
     assert result.layer("up1").receptive_field.to_dict() == {
         "size": [14, 14], "jump": [2, 2], "start": [-0.5, -0.5], "exact": [False, False]}
+
+
+def test_explain_without_bias_has_no_bias_term(tmp_path):
+    spec = tmp_path / "nobias.yaml"
+    spec.write_text("name: x\ninput: {channels: 2, height: 4, width: 4}\nlayers:\n"
+                    "  - {type: conv2d, name: conv, out_channels: 3, kernel_size: 3, bias: false}\n"
+                    "  - {type: conv_transpose2d, name: up, out_channels: 2, kernel_size: 2, stride: 2, bias: false}\n"
+                    "  - {type: flatten}\n"
+                    "  - {type: linear, name: fc, out_features: 5, bias: false}\n")
+    output = CliRunner().invoke(cli, ["analyze", str(spec), "--explain"]).output
+    assert "params = C_out * (C_in/groups) * k_h * k_w = 3 * 2 * 3 * 3 = 54" in output
+    assert "params = C_in * (C_out/groups) * k_h * k_w = 3 * 2 * 2 * 2 = 24" in output
+    assert "params = in * out = 32 * 5 = 160" in output
+    assert "bias" not in output

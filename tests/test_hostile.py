@@ -194,7 +194,7 @@ def test_validate_checks_every_file_whatever_happens_in_one(in_tmp, capsys):
     good = ROOT / "specs" / "simple_cnn.yaml"
     code, out, err = run_cli(["validate", "inputs.yaml", "bomb.yaml", "missing.yaml", good], capsys)
     assert code == 1
-    assert out == f"ok  {good}  (10 layers, 421,642 params, 4,241,152 MACs)\n"
+    assert out == f"ok  {good}  (10 layers, 421,642 params, 4,241,152 MACs)\n1 of 4 valid\n"
     assert [line.split(": error: ")[0] for line in err.splitlines() if ": error: " in line or line.startswith("error:")] == [
         "inputs.yaml:6:31", "bomb.yaml:5:45", "error: no such file: missing.yaml"]
 

@@ -118,3 +118,16 @@ def test_the_service_names_the_uploaded_body_and_the_header_curl_needs() -> None
         "the body is a PNG image but its Content-Type is application/x-www-form-urlencoded (curl's default for "
         "--data-binary); set the header 'Content-Type: image/png' (curl -H 'Content-Type: image/png' "
         "--data-binary @image ...) or upload it as a form file (curl -F file=@image ...)")
+
+
+def test_validate_counts_in_words_and_ends_with_how_many_files_are_valid(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    one = write(tmp_path, "name: one\ninput: {channels: 1, height: 4, width: 4}\nlayers:\n  - {type: relu}\n", "one.yaml")
+    code, out, err = run_cli(["validate", one], capsys)
+    assert (code, out, err) == (0, f"ok  {one}  (1 layer, 0 params, 0 MACs)\n", "")
+    missing = tmp_path / "missing.yaml"
+    code, out, err = run_cli(["validate", one, missing, one], capsys)
+    assert (code, err) == (1, f"error: no such file: {missing}\n  hint: check the path\n")
+    assert out == f"ok  {one}  (1 layer, 0 params, 0 MACs)\n" * 2 + "2 of 3 valid\n"
+    code, out, _ = run_cli(["validate", "--quiet", one, one], capsys)
+    assert (code, out) == (0, "")

@@ -114,7 +114,7 @@ class Conv2d(Windowed):
         bias = f" + {self.out_channels}" if self.bias else ""
         return [
             *self.explain_windows(shapes, out),
-            f"params = C_out * (C_in/groups) * k_h * k_w + bias = {self.out_channels} * {group_text} * "
+            f"params = C_out * (C_in/groups) * k_h * k_w{' + bias' if self.bias else ''} = {self.out_channels} * {group_text} * "
             f"{k_h} * {k_w}{bias} = {fmt(self.params(shapes))}",
             f"MACs = C_out * H_out * W_out * (C_in/groups) * k_h * k_w = {out[0]} * {out[1]} * {out[2]} * "
             f"{channels // self.groups} * {k_h} * {k_w} = {fmt(self.macs(shapes, out))}",

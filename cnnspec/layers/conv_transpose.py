@@ -115,7 +115,7 @@ class ConvTranspose2d(Layer):
         k_h, k_w = pair(self.kernel_size)
         group_text = f"({self.out_channels}/{self.groups})" if self.groups > 1 else str(self.out_channels)
         bias = f" + {self.out_channels}" if self.bias else ""
-        lines.append(f"params = C_in * (C_out/groups) * k_h * k_w + bias = {channels} * {group_text} * {k_h} * {k_w}"
+        lines.append(f"params = C_in * (C_out/groups) * k_h * k_w{' + bias' if self.bias else ''} = {channels} * {group_text} * {k_h} * {k_w}"
                      f"{bias} = {fmt(self.params(shapes))}")
         lines.append(f"MACs = C_in * H_in * W_in * (C_out/groups) * k_h * k_w = {channels} * {shapes[0][1]} * "
                      f"{shapes[0][2]} * {self.out_channels // self.groups} * {k_h} * {k_w} = "

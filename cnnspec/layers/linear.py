@@ -33,7 +33,7 @@ class Linear(Layer):
     def explain(self, shapes: list[Shape], out: Shape) -> list[str]:
         bias = f" + {self.out_features}" if self.bias else ""
         return [
-            f"params = in * out + bias = {shapes[0][0]} * {self.out_features}{bias} = {fmt(self.params(shapes))}",
+            f"params = in * out{' + bias' if self.bias else ''} = {shapes[0][0]} * {self.out_features}{bias} = {fmt(self.params(shapes))}",
             f"MACs = in * out = {shapes[0][0]} * {self.out_features} = {fmt(self.macs(shapes, out))}",
         ]
 

@@ -609,7 +609,7 @@ def parse_augment_flag(texts: list[str]) -> list[dict[str, Any]]:
 
 def augment_catalog() -> list[dict[str, Any]]:
     """Every transform with its summary, torchvision class and fields (name, type, default, meaning)."""
-    from ..catalog import _type_text
+    from ..catalog import _type_text, value_text
 
     entries = []
     for name, cls in AUGMENTATIONS.items():
@@ -620,18 +620,12 @@ def augment_catalog() -> list[dict[str, Any]]:
             annotation = info.annotation
             if info.metadata:
                 annotation = Annotated[(annotation, *info.metadata)]
-            default = "required" if info.is_required() else ("none" if info.default is None else _json(info.default))
+            default = "required" if info.is_required() else ("none" if info.default is None else value_text(info.default))
             fields.append({"name": field_name, "type": _type_text(annotation), "default": default,
                            "description": info.description or ""})
         entries.append({"type": name, "torchvision": f"torchvision.transforms.v2.{cls.torchvision_class}",
                         "summary": (cls.__doc__ or "").strip().splitlines()[0], "fields": fields})
     return entries
-
-
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(list(value) if isinstance(value, tuple) else value)
 
 
 def render_augment_markdown() -> str:
