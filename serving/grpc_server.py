@@ -58,6 +58,56 @@ CONTENTS_FIELDS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "in
                    "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents"}
 
 
+SERVICE = "inference.GRPCInferenceService"
+
+
+class Malformed:
+    """What a request that is not valid protobuf deserializes to (grpc would answer UNKNOWN and log a
+    traceback); the handler answers INVALID_ARGUMENT with ``message``."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str):
+        self.message = message
+
+
+def tolerant_handlers(servicer: "InferenceServicer") -> dict[str, grpc.RpcMethodHandler]:
+    """The generated method handlers of Triton's service, with deserializers that never raise."""
+    class Capture:
+        def add_generic_rpc_handlers(self, handlers: Any) -> None:
+            pass
+
+        def add_registered_method_handlers(self, name: str, handlers: dict) -> None:
+            self.handlers = handlers
+
+    capture = Capture()
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, capture)
+    result = {}
+    for method, handler in capture.handlers.items():
+        replaced = {"request_deserializer": _tolerant(handler.request_deserializer, method)}
+        if handler.unary_unary is not None:
+            replaced["unary_unary"] = _refuse_malformed(handler.unary_unary)
+        result[method] = handler._replace(**replaced)
+    return result
+
+
+def _tolerant(deserialize: Callable[[bytes], Any], method: str) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as error:  # noqa: BLE001 - protobuf's DecodeError and friends
+            return Malformed(f"the {method} request is not a valid protobuf message: {error}")
+    return parse
+
+
+def _refuse_malformed(behaviour: Callable) -> Callable:
+    async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+        return await behaviour(request, context)
+    return handle
+
+
 def status_code(error: ServingError) -> grpc.StatusCode:
     return STATUS_CODES.get(error.status, grpc.StatusCode.INTERNAL)
 
@@ -209,6 +259,9 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         tasks: set[asyncio.Task] = set()
 
         async def one(request: service_pb2.ModelInferRequest) -> None:
+            if isinstance(request, Malformed):
+                await responses.put(service_pb2.ModelStreamInferResponse(error_message=request.message))
+                return
             try:
                 response = service_pb2.ModelStreamInferResponse(infer_response=await self.infer(request))
             except ServingError as error:
@@ -392,7 +445,9 @@ async def start_grpc_server(app: "ServingApp") -> tuple[grpc.aio.Server, int]:
         ("grpc.max_send_message_length", -1),
         ("grpc.so_reuseport", 0),
     ])
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(app), server)
+    handlers = tolerant_handlers(InferenceServicer(app))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
     address = f"[{settings.host}]:{settings.grpc_port}" if ":" in settings.host else f"{settings.host}:{settings.grpc_port}"
     try:
         port = server.add_insecure_port(address)

@@ -294,6 +294,21 @@ def test_malformed_requests_get_invalid_argument(stub) -> None:
         assert message in caught.value.details(), (name, caught.value.details())
 
 
+def test_bytes_that_are_not_protobuf_get_invalid_argument(server: Server) -> None:
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        for method in ("ModelInfer", "ModelMetadata", "RepositoryModelLoad"):
+            call = channel.unary_unary(f"/inference.GRPCInferenceService/{method}")  # raw bytes in and out
+            with pytest.raises(grpc.RpcError) as caught:
+                call(b"\xff\xff\xff")
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+            assert caught.value.details().startswith(f"the {method} request is not a valid protobuf message"), \
+                caught.value.details()
+        stream = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer")
+        (answer,) = list(stream(iter([b"\xff\xff\xff"])))
+        reply = service_pb2.ModelStreamInferResponse.FromString(answer)
+        assert reply.error_message.startswith("the ModelStreamInfer request is not a valid protobuf message")
+
+
 def test_message_over_the_body_limit_is_resource_exhausted(client: triton.InferenceServerClient) -> None:
     images = digits(400)  # 1.25 MB > the 1 MiB limit
     tensor = triton.InferInput("input", list(images.shape), "FP32")
