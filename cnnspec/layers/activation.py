@@ -15,6 +15,12 @@ class ReLU(Layer):
 
     examples = (Example((4, 8, 8)), Example((5,)))
 
+    imports_torch = ("torch.nn.ReLU", "torch.nn.functional.relu", "torch.relu", "Tensor.relu", "Tensor.relu_")
+
+    @classmethod
+    def from_torch(cls, call: Any) -> dict[str, Any] | None:
+        return {}
+
     def to_torch(self, shapes: list[Shape]) -> Any:
         import torch.nn as nn
 
@@ -28,6 +34,12 @@ class ReLU6(Layer):
 
     examples = (Example((4, 8, 8)), Example((5,)))
 
+    imports_torch = ("torch.nn.ReLU6", "torch.nn.functional.relu6")
+
+    @classmethod
+    def from_torch(cls, call: Any) -> dict[str, Any] | None:
+        return {}
+
     def to_torch(self, shapes: list[Shape]) -> Any:
         import torch.nn as nn
 
@@ -38,6 +50,14 @@ class LeakyReLU(Layer):
     """x if x > 0 else negative_slope * x."""
 
     type: Literal["leaky_relu"] = "leaky_relu"
+
+    imports_torch = ("torch.nn.LeakyReLU", "torch.nn.functional.leaky_relu")
+
+    @classmethod
+    def from_torch(cls, call: Any) -> dict[str, Any] | None:
+        if call.module is not None:
+            return call.module_fields(cls)
+        return {"negative_slope": float(call.arg(1, "negative_slope", 0.01))}
     negative_slope: float = Field(0.01, strict=True, description="Slope for negative inputs.")
 
     examples = (Example((4, 8, 8), negative_slope=0.2), Example((5,)))
@@ -55,6 +75,12 @@ class Sigmoid(Layer):
 
     examples = (Example((4, 8, 8)), Example((5,)))
 
+    imports_torch = ("torch.nn.Sigmoid", "torch.sigmoid", "torch.nn.functional.sigmoid", "Tensor.sigmoid")
+
+    @classmethod
+    def from_torch(cls, call: Any) -> dict[str, Any] | None:
+        return {}
+
     def to_torch(self, shapes: list[Shape]) -> Any:
         import torch.nn as nn
 
@@ -68,6 +94,12 @@ class Tanh(Layer):
 
     examples = (Example((4, 8, 8)), Example((5,)))
 
+    imports_torch = ("torch.nn.Tanh", "torch.tanh", "Tensor.tanh")
+
+    @classmethod
+    def from_torch(cls, call: Any) -> dict[str, Any] | None:
+        return {}
+
     def to_torch(self, shapes: list[Shape]) -> Any:
         import torch.nn as nn
 
@@ -78,6 +110,14 @@ class GELU(Layer):
     """Gaussian error linear unit."""
 
     type: Literal["gelu"] = "gelu"
+
+    imports_torch = ("torch.nn.GELU", "torch.nn.functional.gelu")
+
+    @classmethod
+    def from_torch(cls, call: Any) -> dict[str, Any] | None:
+        if call.module is not None:
+            return call.module_fields(cls)
+        return {"approximate": call.arg(1, "approximate", "none")}
     approximate: Literal["none", "tanh"] = Field("none", description="'tanh' uses the tanh approximation.")
 
     examples = (Example((4, 8, 8)), Example((5,), approximate="tanh"))
@@ -95,6 +135,12 @@ class SiLU(Layer):
 
     examples = (Example((4, 8, 8)), Example((5,)))
 
+    imports_torch = ("torch.nn.SiLU", "torch.nn.functional.silu")
+
+    @classmethod
+    def from_torch(cls, call: Any) -> dict[str, Any] | None:
+        return {}
+
     def to_torch(self, shapes: list[Shape]) -> Any:
         import torch.nn as nn
 
@@ -107,6 +153,16 @@ class Softmax(Layer):
     type: Literal["softmax"] = "softmax"
 
     examples = (Example((4, 8, 8)), Example((5,)))
+
+    imports_torch = ("torch.nn.Softmax", "torch.nn.functional.softmax", "torch.softmax", "Tensor.softmax")
+
+    @classmethod
+    def from_torch(cls, call: Any) -> dict[str, Any] | None:
+        """Only over the channel (feature) axis, dim 1 of the batched tensor."""
+        dim = call.module.dim if call.module is not None else call.arg(1, "dim")
+        rank = len(call.input_shapes[0]) + 1
+        return {} if dim is not None and dim % rank == 1 else None
+
     produces_probabilities = True
 
     def to_torch(self, shapes: list[Shape]) -> Any:

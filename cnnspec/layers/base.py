@@ -31,6 +31,16 @@ def pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (value[0], value[1])
 
 
+def plain_fields(**fields: Any) -> dict[str, Any]:
+    """Field values as a spec writes them: ``(3, 3)`` -> ``3``, ``(3, 5)`` -> ``[3, 5]``."""
+    result = {}
+    for name, value in fields.items():
+        if isinstance(value, (tuple, list)):
+            value = value[0] if len(value) == 2 and value[0] == value[1] else list(value)
+        result[name] = value
+    return result
+
+
 def fmt(number: float) -> str:
     """An int as ``1,234``; a fractional float as the shortest form (``1.5``); a Fraction that no
     short decimal writes exactly as ``7/15``."""
@@ -99,6 +109,26 @@ class Layer(BaseModel):
     explains_buffers: ClassVar[bool] = False
     #: the receptive field changes with the input size (adaptive pooling: the windows follow it)
     field_depends_on_input_size: ClassVar[bool] = False
+
+    #: what ``cnnspec import`` turns into this layer type: torch modules and functions by qualified
+    #: name ("torch.nn.Conv2d", "torch.nn.functional.relu", "operator.add"), tensor methods as
+    #: "Tensor.NAME". Several classes may claim one name; the first (registry order) whose
+    #: ``from_torch`` accepts the call gets it.
+    imports_torch: ClassVar[tuple[str, ...]] = ()
+    #: ONNX operator types this layer type imports (``from_onnx``)
+    imports_onnx: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_torch(cls, call: Any) -> dict[str, Any] | None:
+        """The fields for a captured torch call (``cnnspec.importer.capture.Call``), or None when
+        this type cannot express it. By default a module's attributes named like the fields (PyTorch's
+        keywords are the field names); functions need their own rule."""
+        return call.module_fields(cls) if call.module is not None else None
+
+    @classmethod
+    def from_onnx(cls, call: Any) -> dict[str, Any] | None:
+        """The fields for an ONNX node (``cnnspec.importer.onnx_capture.Call``), or None."""
+        return {}
 
     # -- rules every layer type may override -------------------------------------------------
     def output_shape(self, shapes: list[Shape]) -> Shape:

@@ -15,6 +15,22 @@ class Conv2d(Windowed):
     """2-D convolution: C_out filters of (C_in/groups) x k_h x k_w slid over the input."""
 
     type: Literal["conv2d"] = "conv2d"
+
+    imports_torch = ("torch.nn.Conv2d", "torch.nn.Linear")
+
+    @classmethod
+    def from_torch(cls, call: Any) -> dict[str, Any] | None:
+        """nn.Conv2d; and nn.Linear applied at every position of a channels-last map (ConvNeXt's
+        MLP), which is a 1x1 convolution with the same weights (reshaped [out, in] -> [out, in, 1, 1])."""
+        module = call.module
+        if type(module).__name__ == "Linear":
+            if call.layout != "NHWC" or len(call.input_shapes[0]) != 3:
+                return None
+            return {"out_channels": module.out_features, "kernel_size": 1, "bias": module.bias is not None}
+        fields = call.module_fields(cls)
+        if isinstance(fields.get("padding"), str) and fields["padding"] not in ("valid", "same"):
+            return None
+        return fields
     in_channels: PositiveInt | None = Field(None, description="Optional; inferred from the input. If written it must match.")
     out_channels: PositiveInt = Field(description="Number of filters (output channels).")
     kernel_size: Pair = Field(description="Kernel size k or [k_h, k_w].")

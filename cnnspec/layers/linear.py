@@ -12,6 +12,13 @@ class Linear(Layer):
     """Fully connected: every output is a weighted sum of every input feature."""
 
     type: Literal["linear"] = "linear"
+
+    imports_torch = ("torch.nn.Linear",)
+
+    @classmethod
+    def from_torch(cls, call: Any) -> dict[str, Any] | None:
+        """A vector input only (a Linear over the channels of a map is a 1x1 conv2d)."""
+        return call.module_fields(cls) if len(call.input_shapes[0]) == 1 else None
     in_features: PositiveInt | None = Field(None, description="Optional; inferred from the input. If written it must match.")
     out_features: PositiveInt = Field(description="Number of outputs.")
     bias: bool = Field(True, description="Add a learnable bias per output.")

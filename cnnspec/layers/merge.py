@@ -43,6 +43,14 @@ class Add(_Merge):
 
     examples = (Example((4, 8, 8), (4, 8, 8)), Example((3, 5, 6), (3, 5, 6), (3, 5, 6)), Example((6,), (6,)))
 
+    imports_torch = ("_operator.add", "_operator.iadd", "torch.add", "Tensor.add", "Tensor.add_")
+
+    @classmethod
+    def from_torch(cls, call: Any) -> dict[str, Any] | None:
+        """The sum of two tensors of one shape (not a tensor plus a number, not alpha != 1)."""
+        same = len(call.input_shapes) == 2 and call.input_shapes[0] == call.input_shapes[1]
+        return {} if same and call.arg(2, "alpha", 1) == 1 and not call.constants else None
+
     def check_inputs(self, shapes: list[Shape], sources: list[str]) -> None:
         if any(shape != shapes[0] for shape in shapes):
             hint = None
@@ -67,6 +75,13 @@ class Concat(_Merge):
     type: Literal["concat"] = "concat"
 
     examples = (Example((4, 8, 8), (4, 8, 8)), Example((2, 5, 6), (3, 5, 6), (1, 5, 6)), Example((3,), (5,)))
+
+    imports_torch = ("torch.cat", "torch.concat")
+
+    @classmethod
+    def from_torch(cls, call: Any) -> dict[str, Any] | None:
+        dim = call.arg(1, "dim", 0)
+        return {} if dim % (len(call.input_shapes[0]) + 1) == 1 else None
 
     def check_inputs(self, shapes: list[Shape], sources: list[str]) -> None:
         ranks = {len(s) for s in shapes}

@@ -12,6 +12,13 @@ class BatchNorm2d(Layer):
     """Batch normalisation over each channel of a feature map (pointwise at inference)."""
 
     type: Literal["batchnorm2d"] = "batchnorm2d"
+
+    imports_torch = ("torch.nn.BatchNorm2d",)
+
+    @classmethod
+    def from_torch(cls, call: Any) -> dict[str, Any] | None:
+        """Only with running statistics (what inference uses)."""
+        return call.module_fields(cls) if call.module.track_running_stats else None
     num_features: PositiveInt | None = Field(None, description="Optional; inferred (the input's channels). If written it must match.")
     eps: float = Field(1e-5, strict=True, gt=0, description="Added to the variance for numerical stability.")
     momentum: float | None = Field(0.1, strict=True, ge=0, le=1, description="Running-statistics update rate; null = cumulative average.")

@@ -7,6 +7,8 @@ from pydantic import Field
 
 from ..errors import LayerError
 from .base import Example, Layer, NonNegativePair, Pair, Shape, pair, show
+
+from .base import Layer, NonNegativePair, Pair, Shape, pair, plain_fields, show
 from .receptive_field import Axis, ReceptiveField
 from .window import Window, Windowed
 
@@ -51,6 +53,18 @@ class MaxPool2d(_Pool):
     """Max pooling: the largest value in each window, per channel."""
 
     type: Literal["maxpool2d"] = "maxpool2d"
+
+    imports_torch = ("torch.nn.MaxPool2d", "torch.nn.functional.max_pool2d")
+
+    @classmethod
+    def from_torch(cls, call: Any) -> dict[str, Any] | None:
+        if call.module is not None:
+            return None if call.module.return_indices else call.module_fields(cls)
+        if call.arg(6, "return_indices", False):
+            return None
+        kernel = call.arg(1, "kernel_size")
+        return plain_fields(kernel_size=kernel, stride=call.arg(2, "stride") or kernel, padding=call.arg(3, "padding", 0),
+                            dilation=call.arg(4, "dilation", 1), ceil_mode=bool(call.arg(5, "ceil_mode", False)))
     dilation: Pair = Field(1, description="Spacing between window taps.")
 
     examples = (
@@ -75,6 +89,19 @@ class AvgPool2d(_Pool):
     """Average pooling: the mean of each window, per channel."""
 
     type: Literal["avgpool2d"] = "avgpool2d"
+
+    imports_torch = ("torch.nn.AvgPool2d", "torch.nn.functional.avg_pool2d")
+
+    @classmethod
+    def from_torch(cls, call: Any) -> dict[str, Any] | None:
+        if call.module is not None:
+            return None if call.module.divisor_override else call.module_fields(cls)
+        if call.arg(6, "divisor_override"):
+            return None
+        kernel = call.arg(1, "kernel_size")
+        return plain_fields(kernel_size=kernel, stride=call.arg(2, "stride") or kernel, padding=call.arg(3, "padding", 0),
+                            ceil_mode=bool(call.arg(4, "ceil_mode", False)),
+                            count_include_pad=bool(call.arg(5, "count_include_pad", True)))
     count_include_pad: bool = Field(True, description="Count padded zeros in the average's divisor.")
 
     examples = (
@@ -100,6 +127,15 @@ class AdaptiveAvgPool2d(Layer):
     """Average pooling to a fixed output size, whatever the input size."""
 
     type: Literal["adaptive_avgpool2d"] = "adaptive_avgpool2d"
+
+    imports_torch = ("torch.nn.AdaptiveAvgPool2d", "torch.nn.functional.adaptive_avg_pool2d")
+
+    @classmethod
+    def from_torch(cls, call: Any) -> dict[str, Any] | None:
+        size = call.module.output_size if call.module is not None else call.arg(1, "output_size")
+        if size is None or (isinstance(size, (tuple, list)) and None in size):
+            return None
+        return plain_fields(output_size=size)
     output_size: Pair = Field(description="Output size m or [m_h, m_w].")
 
     needs = "feature_map"
@@ -154,6 +190,16 @@ class GlobalAvgPool(Layer):
     """The mean of each channel over the whole map: [C, H, W] -> the vector [C]."""
 
     type: Literal["global_avgpool"] = "global_avgpool"
+
+    imports_torch = ("Tensor.mean", "torch.mean")
+
+    @classmethod
+    def from_torch(cls, call: Any) -> dict[str, Any] | None:
+        """``x.mean([2, 3])`` (ShuffleNetV2's head): the mean over height and width, without keepdim."""
+        dims = call.arg(1, "dim")
+        dims = [dims] if isinstance(dims, int) else list(dims or [])
+        keep = call.arg(2, "keepdim", False)
+        return {} if len(call.input_shapes[0]) == 3 and sorted(d % 4 for d in dims) == [2, 3] and not keep else None
 
     needs = "feature_map"
     examples = (Example((4, 8, 8)), Example((3, 5, 7)))

@@ -15,6 +15,17 @@ class Flatten(Layer):
 
     examples = (Example((4, 8, 8)), Example((7,)))
 
+    imports_torch = ("torch.nn.Flatten", "torch.flatten", "Tensor.flatten")
+
+    @classmethod
+    def from_torch(cls, call: Any) -> dict[str, Any] | None:
+        """Everything after the batch axis: start_dim 1, end_dim -1."""
+        if call.module is not None:
+            start, end = call.module.start_dim, call.module.end_dim
+        else:
+            start, end = call.arg(1, "start_dim", 0), call.arg(2, "end_dim", -1)
+        return {} if start == 1 and end in (-1, len(call.input_shapes[0])) else None
+
     def output_shape(self, shapes: list[Shape]) -> Shape:
         return (prod(shapes[0]),)
 
@@ -34,6 +45,13 @@ class Identity(Layer):
 
     examples = (Example((4, 8, 8)), Example((7,)))
 
+    imports_torch = ("torch.nn.Identity", "torch.cat")
+
+    @classmethod
+    def from_torch(cls, call: Any) -> dict[str, Any] | None:
+        """nn.Identity, and a concatenation of one tensor (DenseNet's first layer of a block)."""
+        return {} if call.module is not None or len(call.input_shapes) == 1 else None
+
     def to_torch(self, shapes: list[Shape]) -> Any:
         import torch.nn as nn
 
@@ -44,6 +62,14 @@ class Dropout(Layer):
     """Zeroes each element with probability p during training (and scales the rest by 1/(1-p))."""
 
     type: Literal["dropout"] = "dropout"
+
+    imports_torch = ("torch.nn.Dropout", "torch.nn.functional.dropout")
+
+    @classmethod
+    def from_torch(cls, call: Any) -> dict[str, Any] | None:
+        if call.module is not None:
+            return call.module_fields(cls)
+        return {"p": float(call.arg(1, "p", 0.5))}
     p: Probability = Field(0.5, description="Probability of zeroing an element.")
 
     examples = (Example((4, 8, 8), p=0.2), Example((10,)))
@@ -58,6 +84,8 @@ class Dropout2d(Layer):
     """Zeroes whole channels with probability p during training."""
 
     type: Literal["dropout2d"] = "dropout2d"
+
+    imports_torch = ("torch.nn.Dropout2d",)
     p: Probability = Field(0.5, description="Probability of zeroing a channel.")
 
     needs = "feature_map"
