@@ -24,7 +24,7 @@ FORMATS = ("table", "json", "markdown", "mermaid")
 class _Group(click.Group):
     """Lists commands in the order they are defined (the order of the workflow)."""
 
-    ORDER = ("analyze", "validate", "schema", "layers", "summary", "train", "plot", "visualize",
+    ORDER = ("analyze", "validate", "schema", "layers", "import", "summary", "train", "plot", "visualize",
              "export", "predict", "serve")
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -313,6 +313,43 @@ def summary(spec: Path, format_: str) -> None:
     click.echo(render(result, format_), nl=False)
     if not result.match:
         raise click.exceptions.Exit(1)
+
+
+# --- import (cnnspec/importer/; torch, torch.fx and onnx are imported there) -------------------
+
+@cli.command("import")
+@click.argument("source")
+@click.option("--output", "-o", type=click.Path(path_type=Path), required=True, help="The spec file to write.")
+@click.option("--weights", type=click.Path(path_type=Path), default=None,
+              help="Also write the weights for the spec: a state_dict of build_model(SPEC) (torch.save).")
+@click.option("--state-dict", "state_dict", type=click.Path(path_type=Path), default=None,
+              help="Load the source model's weights from this local state_dict file first.")
+@click.option("--input", "input_", default=None, metavar="CxHxW",
+              help="Input size, e.g. 3x224x224 (default: from the source when it says).")
+def import_command(source: str, output: Path, weights: Path | None, state_dict: Path | None, input_: str | None) -> None:
+    """Turn an existing model into a spec (and its weights): torchvision:NAME, timm:NAME,
+    package.module:callable (returning an nn.Module) or a path to an .onnx file.
+
+    The spec is checked before it is written: it parses, and the compiled module with the imported
+    weights gives the source's output. Nothing is ever downloaded."""
+    from .deploy.files import atomic_write_bytes
+    from .importer import import_source, save_weights
+    from .importer.sources import parse_input
+
+    result = import_source(source, input_shape=parse_input(input_) if input_ else None, state_dict=state_dict)
+    atomic_write_bytes(output, result.text.encode())
+    if weights is not None:
+        save_weights(result.state_dict, weights)
+    lines = len(result.text.splitlines())
+    click.echo(f"{source} -> {output}: {result.layers} layers in {lines} lines ({result.blocks} blocks); "
+               f"{result.params:,} parameters, {result.macs:,} MACs")
+    if result.max_abs_diff is not None:
+        click.echo(f"checked: the compiled spec with the imported weights gives the source's output "
+                   f"(max abs diff {result.max_abs_diff:.3g} on random input)")
+    if weights is not None:
+        click.echo(f"weights: {weights} (model.load_state_dict(torch.load(PATH, weights_only=True)))")
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
 
 
 # --- training (cnnspec/train/; torch is imported there) ----------------------
