@@ -52,6 +52,9 @@ def import_source(source: str, *, input_shape: tuple[int, int, int] | None = Non
         from .onnx_capture import capture_onnx
 
         ops, notes = capture_onnx(loaded.onnx, loaded.input_shape)
+        card = _model_card(loaded.onnx)
+        if card is not None:
+            return _from_card(source, loaded, ops, card, check=check)
         return _finish(source, loaded, ops, notes, fold_blocks=False, check=check)
     from .capture import capture
 
@@ -95,6 +98,67 @@ def _finish(source: str, loaded: Any, ops: list[Op], notes: list[str], *, fold_b
     return Imported(source, text, weights, len(ops), len(blocks), totals["params"], totals["macs"], diff, notes)
 
 
+def _model_card(onnx_model: Any) -> Any:
+    from ..deploy.model_card import ModelCard, ModelCardError
+
+    metadata = {p.key: p.value for p in onnx_model.metadata_props}
+    try:
+        return ModelCard.from_metadata(metadata)
+    except ModelCardError:
+        return None
+
+
+def _from_card(source: str, loaded: Any, ops: list[Op], card: Any, *, check: bool) -> Imported:
+    """A model exported by cnnspec carries its spec in the model card: the import gives that spec
+    back (blocks, names and comments as written), with the weights read from the graph. The exporter
+    folds each batchnorm2d into the conv2d before it (W' = W * gamma / sigma, b' = beta + (b - mean) *
+    gamma / sigma); the spec keeps both layers, so the conv gets W' and the batchnorm becomes the
+    identity plus b' (gamma 1, mean 0, variance 1 - eps, beta b'), which computes the same function.
+    The graph must then reproduce onnxruntime's output like any import."""
+    import torch
+
+    from ..analysis import analyze
+    from ..compile import build_model
+    from ..spec.model import parse_spec
+
+    spec = parse_spec(card.spec_text, f"{card.spec_name}.yaml")
+    analysis = analyze(spec)
+    model = build_model(analysis)
+    graph = {op.name: op for op in ops}
+    weights: dict[str, Any] = {}
+    folded_bias: dict[str, Any] = {}
+    for node in spec.nodes:
+        target = model.get_submodule(node.name).state_dict()
+        if not target:
+            continue
+        op = graph.get(node.name)
+        if op is not None and len(op.weights) >= len(target) - 1:
+            sources = [tensor for _, tensor in op.weights]
+            for (key, tensor), value in zip(target.items(), sources):
+                weights[f"{node.name}.{key}"] = value.reshape(tensor.shape).clone()
+            if len(sources) > len(target):
+                folded_bias[node.name] = sources[len(target)]
+            missing = [key for key in list(target)[len(sources):]]
+            for key in missing:
+                weights[f"{node.name}.{key}"] = torch.zeros_like(target[key])
+            continue
+        bias = folded_bias.get(node.inputs[0]) if op is None and len(node.inputs) == 1 else None
+        if bias is None or set(target) != {"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}:
+            raise ImportError_(f"{source}: the graph has no weights for the spec's layer '{node.name}'")
+        eps = node.layer.eps
+        weights.update({f"{node.name}.weight": torch.ones_like(target["weight"]), f"{node.name}.bias": bias.clone(),
+                        f"{node.name}.running_mean": torch.zeros_like(target["running_mean"]),
+                        f"{node.name}.running_var": torch.full_like(target["running_var"], 1.0 - eps),
+                        f"{node.name}.num_batches_tracked": torch.zeros_like(target["num_batches_tracked"])})
+    model.load_state_dict(weights)
+    diff = _compare(loaded, model) if check else None
+    totals = analysis.totals()
+    note = f"the spec comes from the file's model card ({card.spec_name}, exported by cnnspec {card.cnnspec_version})"
+    blocks = spec.document.data.get("blocks") or {}
+    return Imported(source, card.spec_text, weights, len(spec.nodes), len(blocks), totals["params"], totals["macs"],
+                    diff, [note])
+
+
 def _flat(op: Op, previous: str) -> dict[str, Any]:
     layer: dict[str, Any] = {"type": op.type, "name": op.name}
     if op.inputs != [previous]:
@@ -107,15 +171,20 @@ def map_weights(ops: list[Op], model: Any) -> dict[str, Any]:
     """The compiled spec's state_dict filled from the source's tensors: each layer's tensors in the
     order its module declares them (weight, bias, running statistics), reshaped where the spec
     stores the same numbers in another shape (a Linear over channels is a 1x1 conv)."""
+    import torch
+
     result = {}
     for op in ops:
         target = model.get_submodule(op.name).state_dict()
-        if len(target) != len(op.weights):
+        sources = list(op.weights)
+        if len(target) == len(sources) + 1 and list(target)[-1].endswith("num_batches_tracked"):
+            sources.append(("(a batch counter ONNX does not keep)", torch.zeros((), dtype=torch.long)))
+        if len(target) != len(sources):
             raise ImportError_(
                 f"layer '{op.name}' ({op.where}) has {len(op.weights)} tensors in the source "
                 f"({', '.join(k for k, _ in op.weights) or 'none'}) but {len(target)} in the spec "
                 f"({', '.join(target) or 'none'})")
-        for (key, tensor), (source_key, value) in zip(target.items(), op.weights):
+        for (key, tensor), (source_key, value) in zip(target.items(), sources):
             if tensor.numel() != value.numel():
                 raise ImportError_(f"source tensor '{source_key}' {list(value.shape)} does not fit the spec's "
                                    f"'{op.name}.{key}' {list(tensor.shape)}")
@@ -128,7 +197,8 @@ def _compare(loaded: Any, model: Any) -> float:
     import torch
 
     generator = torch.Generator().manual_seed(0)
-    example = torch.randn((2, *loaded.input_shape), generator=generator)
+    batch = 1 if loaded.onnx is not None else 2  # an exported graph may fix the batch to 1
+    example = torch.randn((batch, *loaded.input_shape), generator=generator)
     model.eval()
     with torch.no_grad():
         ours = model(example)

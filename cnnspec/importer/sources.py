@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import importlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,8 +120,9 @@ def _load_state_dict(loaded: Loaded, path: Path, auxiliary: tuple[str, ...]) -> 
         weights = weights["model"]  # a cnnspec or training-script checkpoint
     if not isinstance(weights, dict):
         raise ImportError_(f"--state-dict: {path} holds a {type(weights).__name__}, not a state_dict")
-    weights = {k: v for k, v in weights.items() if not k.startswith(auxiliary)}
-    result = loaded.module.load_state_dict(weights, strict=False)
+    kept = OrderedDict((k, v) for k, v in weights.items() if not k.startswith(auxiliary))
+    kept._metadata = getattr(weights, "_metadata", None)  # type: ignore[attr-defined]  # module versions (MNASNet reads them)
+    result = loaded.module.load_state_dict(kept, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ImportError_(f"--state-dict {path} does not fit the source model: missing "
                            f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}")

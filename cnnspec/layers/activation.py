@@ -16,6 +16,7 @@ class ReLU(Layer):
     examples = (Example((4, 8, 8)), Example((5,)))
 
     imports_torch = ("torch.nn.ReLU", "torch.nn.functional.relu", "torch.relu", "Tensor.relu", "Tensor.relu_")
+    imports_onnx = ("Relu",)
 
     @classmethod
     def from_torch(cls, call: Any) -> dict[str, Any] | None:
@@ -35,6 +36,14 @@ class ReLU6(Layer):
     examples = (Example((4, 8, 8)), Example((5,)))
 
     imports_torch = ("torch.nn.ReLU6", "torch.nn.functional.relu6")
+    imports_onnx = ("Clip",)
+
+    @classmethod
+    def from_onnx(cls, call: Any) -> dict[str, Any] | None:
+        """Clip to [0, 6] (bounds as inputs since opset 11, attributes before)."""
+        low = call.constant(1) if call.constant(1) is not None else call.attribute("min")
+        high = call.constant(2) if call.constant(2) is not None else call.attribute("max")
+        return {} if low is not None and high is not None and float(low) == 0.0 and float(high) == 6.0 else None
 
     @classmethod
     def from_torch(cls, call: Any) -> dict[str, Any] | None:
@@ -52,6 +61,11 @@ class LeakyReLU(Layer):
     type: Literal["leaky_relu"] = "leaky_relu"
 
     imports_torch = ("torch.nn.LeakyReLU", "torch.nn.functional.leaky_relu")
+    imports_onnx = ("LeakyRelu",)
+
+    @classmethod
+    def from_onnx(cls, call: Any) -> dict[str, Any] | None:
+        return {"negative_slope": float(call.attribute("alpha", 0.01))}
 
     @classmethod
     def from_torch(cls, call: Any) -> dict[str, Any] | None:
@@ -76,6 +90,7 @@ class Sigmoid(Layer):
     examples = (Example((4, 8, 8)), Example((5,)))
 
     imports_torch = ("torch.nn.Sigmoid", "torch.sigmoid", "torch.nn.functional.sigmoid", "Tensor.sigmoid")
+    imports_onnx = ("Sigmoid",)
 
     @classmethod
     def from_torch(cls, call: Any) -> dict[str, Any] | None:
@@ -95,6 +110,7 @@ class Tanh(Layer):
     examples = (Example((4, 8, 8)), Example((5,)))
 
     imports_torch = ("torch.nn.Tanh", "torch.tanh", "Tensor.tanh")
+    imports_onnx = ("Tanh",)
 
     @classmethod
     def from_torch(cls, call: Any) -> dict[str, Any] | None:
@@ -155,6 +171,11 @@ class Softmax(Layer):
     examples = (Example((4, 8, 8)), Example((5,)))
 
     imports_torch = ("torch.nn.Softmax", "torch.nn.functional.softmax", "torch.softmax", "Tensor.softmax")
+    imports_onnx = ("Softmax",)
+
+    @classmethod
+    def from_onnx(cls, call: Any) -> dict[str, Any] | None:
+        return {} if call.attribute("axis", -1) % (len(call.input_shapes[0]) + 1) == 1 else None
 
     @classmethod
     def from_torch(cls, call: Any) -> dict[str, Any] | None:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..errors import LayerError
-from .base import Example, NonNegativePair, Pair, PositiveInt, Shape, fmt, pair
+from .base import Example, NonNegativePair, Pair, PositiveInt, Shape, fmt, pair, plain_fields
 from .window import Window, Windowed
 
 
@@ -17,6 +17,21 @@ class Conv2d(Windowed):
     type: Literal["conv2d"] = "conv2d"
 
     imports_torch = ("torch.nn.Conv2d", "torch.nn.Linear")
+    imports_onnx = ("Conv",)
+
+    @classmethod
+    def from_onnx(cls, call: Any) -> dict[str, Any] | None:
+        """Conv with explicit symmetric pads (ONNX pads are [top, left, bottom, right])."""
+        weight = call.constant(1)
+        if weight is None or weight.ndim != 4 or call.attribute("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+            return None
+        top, left, bottom, right = call.attribute("pads", [0, 0, 0, 0])
+        if (top, left) != (bottom, right):
+            return None
+        return plain_fields(out_channels=int(weight.shape[0]), kernel_size=list(weight.shape[2:]),
+                            stride=call.attribute("strides", [1, 1]), padding=[top, left],
+                            dilation=call.attribute("dilations", [1, 1]), groups=int(call.attribute("group", 1)),
+                            bias=call.constant(2) is not None)
 
     @classmethod
     def from_torch(cls, call: Any) -> dict[str, Any] | None:

@@ -14,6 +14,17 @@ class Linear(Layer):
     type: Literal["linear"] = "linear"
 
     imports_torch = ("torch.nn.Linear",)
+    imports_onnx = ("Gemm",)
+
+    @classmethod
+    def from_onnx(cls, call: Any) -> dict[str, Any] | None:
+        """y = x W^T + b: Gemm with transB = 1 and alpha = beta = 1."""
+        weight = call.constant(1)
+        if weight is None or call.attribute("transB", 0) != 1 or call.attribute("transA", 0):
+            return None
+        if call.attribute("alpha", 1.0) != 1.0 or call.attribute("beta", 1.0) != 1.0:
+            return None
+        return {"out_features": int(weight.shape[0]), "bias": call.constant(2) is not None}
 
     @classmethod
     def from_torch(cls, call: Any) -> dict[str, Any] | None:

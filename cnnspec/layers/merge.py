@@ -44,6 +44,12 @@ class Add(_Merge):
     examples = (Example((4, 8, 8), (4, 8, 8)), Example((3, 5, 6), (3, 5, 6), (3, 5, 6)), Example((6,), (6,)))
 
     imports_torch = ("_operator.add", "_operator.iadd", "torch.add", "Tensor.add", "Tensor.add_")
+    imports_onnx = ("Add", "Sum")
+
+    @classmethod
+    def from_onnx(cls, call: Any) -> dict[str, Any] | None:
+        same = len(call.input_shapes) >= 2 and all(s == call.input_shapes[0] for s in call.input_shapes)
+        return {} if same else None
 
     @classmethod
     def from_torch(cls, call: Any) -> dict[str, Any] | None:
@@ -77,6 +83,11 @@ class Concat(_Merge):
     examples = (Example((4, 8, 8), (4, 8, 8)), Example((2, 5, 6), (3, 5, 6), (1, 5, 6)), Example((3,), (5,)))
 
     imports_torch = ("torch.cat", "torch.concat")
+    imports_onnx = ("Concat",)
+
+    @classmethod
+    def from_onnx(cls, call: Any) -> dict[str, Any] | None:
+        return {} if call.attribute("axis") % (len(call.input_shapes[0]) + 1) == 1 and len(call.input_shapes) > 1 else None
 
     @classmethod
     def from_torch(cls, call: Any) -> dict[str, Any] | None:

@@ -14,6 +14,12 @@ class BatchNorm2d(Layer):
     type: Literal["batchnorm2d"] = "batchnorm2d"
 
     imports_torch = ("torch.nn.BatchNorm2d",)
+    imports_onnx = ("BatchNormalization",)
+
+    @classmethod
+    def from_onnx(cls, call: Any) -> dict[str, Any] | None:
+        """ONNX's momentum weighs the old statistics (0.9), PyTorch's the new batch (0.1)."""
+        return {"eps": float(call.attribute("epsilon", 1e-5)), "momentum": round(1.0 - float(call.attribute("momentum", 0.9)), 6)}
 
     @classmethod
     def from_torch(cls, call: Any) -> dict[str, Any] | None:

@@ -55,6 +55,16 @@ class MaxPool2d(_Pool):
     type: Literal["maxpool2d"] = "maxpool2d"
 
     imports_torch = ("torch.nn.MaxPool2d", "torch.nn.functional.max_pool2d")
+    imports_onnx = ("MaxPool",)
+
+    @classmethod
+    def from_onnx(cls, call: Any) -> dict[str, Any] | None:
+        top, left, bottom, right = call.attribute("pads", [0, 0, 0, 0])
+        if (top, left) != (bottom, right) or call.attribute("auto_pad", "NOTSET") != "NOTSET":
+            return None
+        return plain_fields(kernel_size=call.attribute("kernel_shape"), stride=call.attribute("strides", [1, 1]),
+                            padding=[top, left], dilation=call.attribute("dilations", [1, 1]),
+                            ceil_mode=bool(call.attribute("ceil_mode", 0)))
 
     @classmethod
     def from_torch(cls, call: Any) -> dict[str, Any] | None:
@@ -91,6 +101,16 @@ class AvgPool2d(_Pool):
     type: Literal["avgpool2d"] = "avgpool2d"
 
     imports_torch = ("torch.nn.AvgPool2d", "torch.nn.functional.avg_pool2d")
+    imports_onnx = ("AveragePool",)
+
+    @classmethod
+    def from_onnx(cls, call: Any) -> dict[str, Any] | None:
+        top, left, bottom, right = call.attribute("pads", [0, 0, 0, 0])
+        if (top, left) != (bottom, right) or call.attribute("auto_pad", "NOTSET") != "NOTSET":
+            return None
+        return plain_fields(kernel_size=call.attribute("kernel_shape"), stride=call.attribute("strides", [1, 1]),
+                            padding=[top, left], ceil_mode=bool(call.attribute("ceil_mode", 0)),
+                            count_include_pad=bool(call.attribute("count_include_pad", 0)))
 
     @classmethod
     def from_torch(cls, call: Any) -> dict[str, Any] | None:
@@ -129,6 +149,16 @@ class AdaptiveAvgPool2d(Layer):
     type: Literal["adaptive_avgpool2d"] = "adaptive_avgpool2d"
 
     imports_torch = ("torch.nn.AdaptiveAvgPool2d", "torch.nn.functional.adaptive_avg_pool2d")
+    imports_onnx = ("GlobalAveragePool", "ReduceMean")
+
+    @classmethod
+    def from_onnx(cls, call: Any) -> dict[str, Any] | None:
+        """GlobalAveragePool, or a ReduceMean over height and width that keeps them (size 1)."""
+        if call.op_type == "ReduceMean":
+            axes = call.constant(1) if call.constant(1) is not None else call.attribute("axes")
+            if axes is None or sorted(int(a) % 4 for a in axes) != [2, 3] or not call.attribute("keepdims", 1):
+                return None
+        return {"output_size": 1}
 
     @classmethod
     def from_torch(cls, call: Any) -> dict[str, Any] | None:
@@ -192,6 +222,13 @@ class GlobalAvgPool(Layer):
     type: Literal["global_avgpool"] = "global_avgpool"
 
     imports_torch = ("Tensor.mean", "torch.mean")
+    imports_onnx = ("ReduceMean",)
+
+    @classmethod
+    def from_onnx(cls, call: Any) -> dict[str, Any] | None:
+        axes = call.constant(1) if call.constant(1) is not None else call.attribute("axes")
+        keep = call.attribute("keepdims", 1)
+        return {} if axes is not None and sorted(int(a) % 4 for a in axes) == [2, 3] and not keep else None
 
     @classmethod
     def from_torch(cls, call: Any) -> dict[str, Any] | None:

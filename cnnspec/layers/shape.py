@@ -16,6 +16,15 @@ class Flatten(Layer):
     examples = (Example((4, 8, 8)), Example((7,)))
 
     imports_torch = ("torch.nn.Flatten", "torch.flatten", "Tensor.flatten")
+    imports_onnx = ("Flatten", "Reshape")
+
+    @classmethod
+    def from_onnx(cls, call: Any) -> dict[str, Any] | None:
+        """Flatten with axis 1, or a Reshape to [N, -1] / [N, C*H*W]."""
+        if call.op_type == "Flatten":
+            return {} if call.attribute("axis", 1) == 1 else None
+        shape = call.constant(1)
+        return {} if shape is not None and len(shape) == 2 and len(call.output_shape) == 1 else None
 
     @classmethod
     def from_torch(cls, call: Any) -> dict[str, Any] | None:
@@ -64,6 +73,12 @@ class Dropout(Layer):
     type: Literal["dropout"] = "dropout"
 
     imports_torch = ("torch.nn.Dropout", "torch.nn.functional.dropout")
+    imports_onnx = ("Dropout",)
+
+    @classmethod
+    def from_onnx(cls, call: Any) -> dict[str, Any] | None:
+        ratio = call.constant(1)
+        return {"p": float(ratio) if ratio is not None else float(call.attribute("ratio", 0.5))}
 
     @classmethod
     def from_torch(cls, call: Any) -> dict[str, Any] | None:
