@@ -36,3 +36,17 @@ def with_pixel_shuffle() -> nn.Module:
 
 def not_a_module() -> dict:
     return {}
+
+
+def small_convnext() -> torch.nn.Module:
+    """torchvision's own ConvNeXt class at a size the suite can afford: CNBlocks with their
+    channels-last LayerNorm and Linear layers, layer_scale and stochastic depth."""
+    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+
+    torch.manual_seed(3)
+    model = ConvNeXt([CNBlockConfig(16, 32, 2), CNBlockConfig(32, None, 1)], stochastic_depth_prob=0.1, num_classes=7)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("layer_scale"):
+                parameter.uniform_(0.5, 1.5)  # not the 1e-6 it starts at, so the residual branch counts
+    return model

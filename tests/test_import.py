@@ -26,13 +26,18 @@ import cnnspec
 from cli_helpers import run_cli
 
 SAMPLE = ["resnet18", "vgg11_bn", "alexnet", "squeezenet1_1", "googlenet", "mnasnet0_5", "mobilenet_v2",
-          "regnet_x_400mf"]
+          "regnet_x_400mf", "shufflenet_v2_x0_5", "mobilenet_v3_small", "efficientnet_b0"]
 EVERY = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
          "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2", "vgg11", "vgg13", "vgg16", "vgg19",
          "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn", "alexnet", "densenet121", "densenet161", "densenet169",
          "densenet201", "squeezenet1_0", "squeezenet1_1", "googlenet", "inception_v3", "mnasnet0_5", "mnasnet0_75",
          "mnasnet1_0", "mnasnet1_3", "mobilenet_v2", "regnet_x_400mf", "regnet_x_800mf", "regnet_x_1_6gf",
-         "regnet_x_3_2gf", "regnet_x_8gf", "regnet_x_16gf", "regnet_x_32gf"]
+         "regnet_x_3_2gf", "regnet_x_8gf", "regnet_x_16gf", "regnet_x_32gf", "regnet_y_400mf", "regnet_y_800mf",
+         "regnet_y_1_6gf", "regnet_y_3_2gf", "regnet_y_8gf", "regnet_y_16gf", "regnet_y_32gf", "shufflenet_v2_x0_5",
+         "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0", "mobilenet_v3_small", "mobilenet_v3_large",
+         "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "efficientnet_b4",
+         "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "efficientnet_v2_s", "efficientnet_v2_m",
+         "efficientnet_v2_l", "convnext_tiny", "convnext_small", "convnext_base", "convnext_large"]
 NAMES = EVERY if os.environ.get("CNNSPEC_IMPORT_ALL") else SAMPLE
 AUXILIARY = {"googlenet": {"aux_logits": False, "init_weights": False},
              "inception_v3": {"aux_logits": False, "init_weights": False}}
@@ -74,6 +79,30 @@ def test_torchvision_round_trip(name: str, tmp_path: Path, capsys: pytest.Captur
     model.load_state_dict(torch.load(tmp_path / "weights.pt", weights_only=True))
     with torch.no_grad():
         assert (model(example) - expected).abs().max().item() <= 1e-5
+
+
+def test_convnext_blocks_import_with_their_channels_last_layers(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import import_fixtures
+
+    source = import_fixtures.small_convnext().eval()
+    code, _, err = run_cli(["import", "import_fixtures:small_convnext", "--input", "3x64x64", "-o", tmp_path / "c.yaml",
+                            "--weights", tmp_path / "c.pt"], capsys)
+    assert code == 0, err
+    text = (tmp_path / "c.yaml").read_text()
+    assert "{type: layernorm2d, name: block_2}" in text   # nn.LayerNorm between the permutes, eps 1e-6
+    assert "{type: conv2d, name: block_3, out_channels: $block_3_out_channels, kernel_size: 1}" in text  # the Linear
+    assert "{type: layer_scale, name: mul}" in text
+    analysis = cnnspec.analyze(cnnspec.load_spec(tmp_path / "c.yaml"))
+    example = torch.randn(2, 3, 64, 64)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        expected = source(example[:1])
+    assert analysis.totals()["params"] == sum(p.numel() for p in source.parameters())
+    assert analysis.totals()["macs"] == counter.get_total_flops() // 2
+    model = cnnspec.build_model(analysis).eval()
+    model.load_state_dict(torch.load(tmp_path / "c.pt", weights_only=True))
+    with torch.no_grad():
+        assert (model(example) - source(example)).abs().max().item() <= 1e-5
 
 
 def test_resnet50_folds_into_one_repeated_block_like_the_hand_written_spec(tmp_path: Path,

@@ -162,7 +162,10 @@ def _target_name(node: fx.Node, module: nn.Module | None) -> tuple[str, Any]:
     if node.op == "call_method":
         return f"Tensor.{node.target}", f"Tensor.{node.target}"
     target = node.target
-    name = getattr(target, "__qualname__", getattr(target, "__name__", str(target)))
+    short = getattr(target, "__name__", "")
+    if short and getattr(torch, short, None) is target:
+        return f"torch.{short}", target  # torch's builtins report torch._VariableFunctionsClass
+    name = getattr(target, "__qualname__", short or str(target))
     return f"{getattr(target, '__module__', None) or 'torch'}.{name}", target
 
 

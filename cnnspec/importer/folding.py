@@ -152,7 +152,8 @@ def _parametrise(block: Block) -> bool:
         if any(op is None for op in ops):
             candidates.append((rel, "when", [op is not None for op in ops]))
         present = [op for op in ops if op is not None]
-        fields = sorted({f for op in present for f in op.fields})
+        declared = list(LAYER_TYPES[present[0].type].model_fields)
+        fields = sorted({f for op in present for f in op.fields}, key=declared.index)
         for name in fields:
             candidates.append((rel, name, [_field_value(op, name) for op in ops]))
         lengths = {len(op.inputs) for op in present}

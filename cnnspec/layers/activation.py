@@ -199,6 +199,13 @@ class Hardswish(Layer):
 
     examples = (Example((4, 5, 5)), Example((6,)))
 
+    imports_torch = ("torch.nn.Hardswish", "torch.nn.functional.hardswish")
+    imports_onnx = ("HardSwish",)
+
+    @classmethod
+    def from_torch(cls, call: Any) -> dict[str, Any] | None:
+        return {}
+
     def to_torch(self, shapes: list[Shape]) -> Any:
         import torch.nn as nn
 
@@ -211,6 +218,19 @@ class Hardsigmoid(Layer):
     type: Literal["hardsigmoid"] = "hardsigmoid"
 
     examples = (Example((4, 5, 5)), Example((6,)))
+
+    imports_torch = ("torch.nn.Hardsigmoid", "torch.nn.functional.hardsigmoid")
+    imports_onnx = ("HardSigmoid",)
+
+    @classmethod
+    def from_torch(cls, call: Any) -> dict[str, Any] | None:
+        return {}
+
+    @classmethod
+    def from_onnx(cls, call: Any) -> dict[str, Any] | None:
+        """PyTorch's hardsigmoid is ONNX HardSigmoid with alpha 1/6, beta 0.5."""
+        alpha, beta = call.attribute("alpha", 0.2), call.attribute("beta", 0.5)
+        return {} if abs(alpha - 1 / 6) < 1e-6 and abs(beta - 0.5) < 1e-6 else None
 
     def to_torch(self, shapes: list[Shape]) -> Any:
         import torch.nn as nn

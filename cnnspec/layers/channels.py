@@ -36,6 +36,14 @@ class ChannelShuffle(Layer):
         return [f"[{shapes[0][0]}] channels -> [{self.groups}, {per_group}] -> transpose -> [{per_group}, "
                 f"{self.groups}] -> [{shapes[0][0]}]; params = 0"]
 
+    imports_torch = ("torch.nn.ChannelShuffle", "torchvision.models.shufflenetv2.channel_shuffle")
+
+    @classmethod
+    def from_torch(cls, call: Any) -> dict[str, Any] | None:
+        if call.module is not None:
+            return call.module_fields(cls)
+        return {"groups": int(call.arg(1, "groups"))}
+
     def to_torch(self, shapes: list[Shape]) -> Any:
         import torch.nn as nn
 
@@ -75,6 +83,19 @@ class ChannelSlice(Layer):
     def explain(self, shapes: list[Shape], out: Shape) -> list[str]:
         start, end = self.bounds(shapes[0][0])
         return [f"C_out = end - start = {end} - {start} = {end - start} (channels {start}..{end - 1}); params = 0"]
+
+    imports_torch = ("Tensor.chunk", "torch.chunk")
+
+    @classmethod
+    def from_torch(cls, call: Any) -> dict[str, Any] | None:
+        """Item i of ``x.chunk(n, dim=1)``: torch makes chunks of ceil(C / n) channels."""
+        chunks, dim = call.arg(1, "chunks"), call.arg(2, "dim", 0)
+        if call.item is None or dim % (len(call.input_shapes[0]) + 1) != 1:
+            return None
+        channels = call.input_shapes[0][0]
+        step = -(-channels // chunks)
+        start = call.item * step
+        return {"start": start, "end": min(channels, start + step)}
 
     def to_torch(self, shapes: list[Shape]) -> Any:
         from .modules import ChannelSlice as ChannelSliceModule

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..errors import LayerError
-from .base import Example, Layer, NonNegativePair, Pair, PositiveInt, Shape, fmt, pair
+from .base import Example, Layer, NonNegativePair, Pair, PositiveInt, Shape, fmt, pair, plain_fields
 from .receptive_field import ReceptiveField, explain_resampling
 
 
@@ -126,6 +126,25 @@ class ConvTranspose2d(Layer):
         field = before[0]
         return [explain_resampling(label, b, a, f"1/{stride}", fmt) for label, b, a, (_, stride, *_rest) in zip(
             "HW", (field.height, field.width), (after.height, after.width), self.axes())]
+
+    imports_torch = ("torch.nn.ConvTranspose2d",)
+    imports_onnx = ("ConvTranspose",)
+
+    @classmethod
+    def from_torch(cls, call: Any) -> dict[str, Any] | None:
+        return call.module_fields(cls) if call.module.padding_mode == "zeros" else None
+
+    @classmethod
+    def from_onnx(cls, call: Any) -> dict[str, Any] | None:
+        weight = call.constant(1)
+        top, left, bottom, right = call.attribute("pads", [0, 0, 0, 0])
+        if weight is None or (top, left) != (bottom, right) or call.attribute("output_shape"):
+            return None
+        groups = int(call.attribute("group", 1))
+        return plain_fields(out_channels=int(weight.shape[1]) * groups, kernel_size=list(weight.shape[2:]),
+                            stride=call.attribute("strides", [1, 1]), padding=[top, left],
+                            output_padding=call.attribute("output_padding", [0, 0]), groups=groups,
+                            dilation=call.attribute("dilations", [1, 1]), bias=call.constant(2) is not None)
 
     def to_torch(self, shapes: list[Shape]) -> Any:
         import torch.nn as nn

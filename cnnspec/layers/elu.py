@@ -16,6 +16,19 @@ class ELU(Layer):
 
     examples = (Example((4, 8, 8)), Example((5,), alpha=0.5))
 
+    imports_torch = ("torch.nn.ELU", "torch.nn.functional.elu")
+    imports_onnx = ("Elu",)
+
+    @classmethod
+    def from_torch(cls, call: Any) -> dict[str, Any] | None:
+        if call.module is not None:
+            return call.module_fields(cls)
+        return {"alpha": float(call.arg(1, "alpha", 1.0))}
+
+    @classmethod
+    def from_onnx(cls, call: Any) -> dict[str, Any] | None:
+        return {"alpha": float(call.attribute("alpha", 1.0))}
+
     def to_torch(self, shapes: list[Shape]) -> Any:
         import torch.nn as nn
 

@@ -168,6 +168,18 @@ class Mul(_Merge):
             f"(this product is {len(shapes) - 1} * {' * '.join(map(str, out))} = {fmt(products)} multiplies)",
         ]
 
+    imports_torch = ("_operator.mul", "torch.mul", "Tensor.mul")
+    imports_onnx = ("Mul",)
+
+    @classmethod
+    def from_torch(cls, call: Any) -> dict[str, Any] | None:
+        """The product of two tensors (squeeze-and-excitation: the [C, 1, 1] gate times the map)."""
+        return {} if len(call.input_shapes) == 2 and not call.constants else None
+
+    @classmethod
+    def from_onnx(cls, call: Any) -> dict[str, Any] | None:
+        return {} if len(call.input_shapes) == 2 else None
+
     def to_torch(self, shapes: list[Shape]) -> Any:
         from .modules import Mul as MulModule
 

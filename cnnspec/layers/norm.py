@@ -82,6 +82,18 @@ class LayerNorm2d(Layer):
         return [f"params = 2 * C = 2 * {channels} = {fmt(2 * channels)} (weight and bias); "
                 "normalised over the C values of each pixel"]
 
+    imports_torch = ("torchvision.models.convnext.LayerNorm2d", "torch.nn.LayerNorm")
+
+    @classmethod
+    def from_torch(cls, call: Any) -> dict[str, Any] | None:
+        """torchvision's LayerNorm2d, and nn.LayerNorm over the channels of a channels-last map
+        (inside ConvNeXt's CNBlock, between two permutes)."""
+        module = call.module
+        if type(module).__name__ == "LayerNorm" and (call.layout != "NHWC" or
+                                                     tuple(module.normalized_shape) != (call.input_shapes[0][0],)):
+            return None
+        return {"eps": float(module.eps), "elementwise_affine": bool(module.elementwise_affine)}
+
     def to_torch(self, shapes: list[Shape]) -> Any:
         from .modules import LayerNorm2d as LayerNorm2dModule
 
@@ -105,6 +117,15 @@ class LayerScale(Layer):
     def explain(self, shapes: list[Shape], out: Shape) -> list[str]:
         return [f"params = C = {fmt(shapes[0][0])} (one scale per channel, shape [{shapes[0][0]}, 1, 1]); "
                 "MACs = 0 (the MAC convention counts conv2d and linear only)"]
+
+    imports_torch = ("_operator.mul", "torch.mul", "Tensor.mul")
+
+    @classmethod
+    def from_torch(cls, call: Any) -> dict[str, Any] | None:
+        """A tensor times a [C, 1, 1] parameter of the module (ConvNeXt's ``self.layer_scale * x``)."""
+        if len(call.input_shapes) != 1 or len(call.constants) != 1:
+            return None
+        return {} if tuple(call.constants[0].shape) == (call.input_shapes[0][0], 1, 1) else None
 
     def to_torch(self, shapes: list[Shape]) -> Any:
         from .modules import LayerScale as LayerScaleModule

@@ -123,6 +123,14 @@ class StochasticDepth(Layer):
 
     examples = (Example((4, 5, 5), p=0.2), Example((6,), p=0.5, mode="batch"))
 
+    imports_torch = ("torchvision.ops.StochasticDepth", "torchvision.ops.stochastic_depth")
+
+    @classmethod
+    def from_torch(cls, call: Any) -> dict[str, Any] | None:
+        if call.module is not None:
+            return call.module_fields(cls)
+        return {"p": float(call.arg(1, "p")), "mode": call.arg(2, "mode")}
+
     def to_torch(self, shapes: list[Shape]) -> Any:
         from torchvision.ops import StochasticDepth as StochasticDepthModule
 

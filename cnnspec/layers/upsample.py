@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..errors import LayerError
-from .base import Example, Layer, Pair, Shape, fmt, pair, show
+from .base import Example, Layer, Pair, Shape, fmt, pair, plain_fields, show
 from .receptive_field import ReceptiveField, explain_resampling
 
 
@@ -105,6 +105,29 @@ class Upsample(Layer):
         field = before[0]
         return [explain_resampling(label, b, a, fmt(a.jump / b.jump), fmt) for label, b, a in zip(
             "HW", (field.height, field.width), (after.height, after.width))]
+
+    imports_torch = ("torch.nn.Upsample", "torch.nn.functional.interpolate")
+
+    @classmethod
+    def from_torch(cls, call: Any) -> dict[str, Any] | None:
+        """Whole scale factors or a fixed size, nearest or bilinear."""
+        if call.module is not None:
+            size, scale, mode, corners = (call.module.size, call.module.scale_factor, call.module.mode,
+                                          call.module.align_corners)
+        else:
+            size, scale = call.arg(1, "size"), call.arg(2, "scale_factor")
+            mode, corners = call.arg(3, "mode", "nearest"), call.arg(4, "align_corners")
+        if mode not in ("nearest", "bilinear"):
+            return None
+        if scale is not None:
+            factors = list(scale) if isinstance(scale, (tuple, list)) else [scale, scale]
+            if any(float(f) != int(f) for f in factors):
+                return None
+            scale = [int(f) for f in factors]
+        fields = plain_fields(size=size, scale_factor=scale, mode=mode)
+        if corners is not None:
+            fields["align_corners"] = bool(corners)
+        return {key: value for key, value in fields.items() if value is not None}
 
     def to_torch(self, shapes: list[Shape]) -> Any:
         import torch.nn as nn
