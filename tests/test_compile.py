@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -612,6 +612,8 @@ def resampling_layer() -> st.SearchStrategy:
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(resampling_layer(), min_size=2, max_size=4))
+@example([{"type": "conv_transpose2d", "out_channels": 2, "kernel_size": 1, "stride": 2},  # odd units: bias only
+          {"type": "conv2d", "out_channels": 2, "kernel_size": 1, "stride": 2, "padding": 1}])  # reads only those
 def test_fields_through_resampling_chains_equal_the_gradient_unit_by_unit(layers: list[dict]):
     """Transposed convs, upsamplings, convs and pools in any order, on a 20x20 image: the field
     is computed phase by phase, so an envelope holds every unit's measured field with both edges

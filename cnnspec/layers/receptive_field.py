@@ -102,6 +102,8 @@ class Axis:
 def _from_spans(jump: float, spans: Sequence[Span], envelope: bool = False) -> Axis:
     """An axis from the fields of one period of units, each as offsets from unit*jump."""
     present = [span for span in spans if span is not None]
+    if not present:  # no unit sees a pixel (a transposed conv's empty phases, then a stride over them)
+        return Axis(size=0, jump=jump, start=0, phases=tuple(spans), envelope=envelope)
     left, right = min(low for low, _ in present), max(high for _, high in present)
     start = (left + right) / 2
     phases = tuple(None if span is None else (span[0] - start, span[1] - start) for span in spans)
