@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 from cnnspec.deploy import model_config
 from cnnspec.deploy.model_config import ModelConfig, parse_model_config
+from cnnspec.deploy.repository import NAME_PATTERN, VERSION_PATTERN
 from cnnspec.errors import did_you_mean
 
 from .batching import Arrivals, Batcher
@@ -33,8 +33,6 @@ from .statistics import VersionStats
 
 log = logging.getLogger("serving")
 
-NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")  # as cnnspec.deploy.repository.check_name
-VERSION_PATTERN = re.compile(r"[1-9][0-9]{0,17}")
 
 
 def check_model_name(name: str) -> str:

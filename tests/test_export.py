@@ -442,6 +442,29 @@ def test_unwritable_repository(simple_run: Path, tmp_path: Path, capsys: pytest.
     _refused([simple_run], blocker / "repo", capsys, "is not a folder")
 
 
+@pytest.mark.parametrize("name", ["a" * 129, "digits\n", ".hidden", "../up", "a b"])
+def test_export_refuses_a_name_the_service_would_not_serve(name: str, simple_run: Path, populated_repo: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Export and serving check names with one pattern (cnnspec.deploy.repository), so nothing is
+    written under a name the service would skip or refuse."""
+    from cnnspec.deploy.repository import check_name
+    from serving.errors import BadRequest
+    from serving.repository import check_model_name
+
+    _refused([simple_run, "--name", name], populated_repo, capsys, f"invalid model name {name!r}")
+    with pytest.raises(BadRequest):
+        check_model_name(name)
+    assert check_name("a" * 128) == "a" * 128 and check_model_name("a" * 128) == "a" * 128
+
+
+def test_version_folders_are_positive_integers_without_leading_zeros(tmp_path: Path) -> None:
+    from cnnspec.deploy.repository import versions
+
+    for folder in ("1", "2", "10", "007", "0", "-3", "x"):
+        (tmp_path / folder).mkdir()
+    assert versions(tmp_path) == [1, 2, 10]  # as serving lists them: "007" would shadow "7"
+
+
 def test_new_version_with_another_interface_is_refused(populated_repo: Path, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     other = quick_checkpoint(RESIDUAL_SPEC, tmp_path / "run", steps=1)

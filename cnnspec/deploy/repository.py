@@ -32,7 +32,10 @@ MODEL_FILENAME = "model.onnx"
 CONFIG_FILENAME = "config.pbtxt"
 LABELS_FILENAME = "labels.txt"
 TEMP_PREFIX = ".cnnspec-tmp-"
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+#: a model name is a plain folder name (no path, no hidden temporaries); export and serving share it
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
+#: a version folder: a positive integer without leading zeros (so "7" and "007" cannot both be 7)
+VERSION_PATTERN = re.compile(r"[1-9][0-9]{0,17}")
 
 
 class RepositoryError(CnnspecError):
@@ -48,10 +51,10 @@ def render_labels(labels: Sequence[str]) -> str:
 
 
 def check_name(name: str) -> str:
-    """Model names become folder names: letters, digits, '_', '-', '.', not starting with '.'."""
-    if not NAME_PATTERN.match(name or ""):
+    """Model names become folder names: up to 128 letters, digits, '_', '-', '.', not starting with '.'."""
+    if not NAME_PATTERN.fullmatch(name or ""):
         raise RepositoryError(
-            f"invalid model name {name!r}: use letters, digits, '_', '-' and '.', not starting with '.'")
+            f"invalid model name {name!r}: use up to 128 letters, digits, '_', '-' and '.', not starting with '.'")
     return name
 
 
@@ -59,7 +62,7 @@ def versions(model_dir: Path) -> list[int]:
     """The numeric version folders of a model, ascending."""
     if not model_dir.is_dir():
         return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0)
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and VERSION_PATTERN.fullmatch(p.name))
 
 
 def next_version(repo: Path, name: str) -> int:
