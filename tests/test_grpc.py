@@ -18,6 +18,7 @@ import grpc
 import httpx
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 import tritonclient.grpc as triton
 import tritonclient.grpc.aio as triton_aio
 from google.protobuf import text_format
@@ -307,6 +308,55 @@ def test_bytes_that_are_not_protobuf_get_invalid_argument(server: Server) -> Non
         (answer,) = list(stream(iter([b"\xff\xff\xff"])))
         reply = service_pb2.ModelStreamInferResponse.FromString(answer)
         assert reply.error_message.startswith("the ModelStreamInfer request is not a valid protobuf message")
+
+
+CLIENT_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                grpc.StatusCode.UNIMPLEMENTED}
+
+
+@st.composite
+def infer_messages(draw) -> bytes:
+    """A ModelInferRequest with fuzzed names, datatypes, shapes, contents and parameters, serialized and
+    then possibly cut or bit-flipped."""
+    tensor = service_pb2.ModelInferRequest.InferInputTensor(
+        name=draw(st.sampled_from(["input", "input", "x", ""])),
+        datatype=draw(st.sampled_from(["FP32", "FP32", "FP16", "INT64", "BYTES", "fp32", ""])),
+        shape=draw(st.lists(st.integers(-2**62, 2**62) | st.sampled_from([1, 28, 64, 65, 0]), max_size=5)))
+    request = service_pb2.ModelInferRequest(model_name=draw(st.sampled_from([MODEL, MODEL, "nope", "../x", ""])),
+                                            model_version=draw(st.sampled_from(["", "1", "0", "-1", "9" * 30])))
+    if draw(st.booleans()):
+        tensor.contents.fp32_contents.extend(draw(st.lists(st.floats(width=32), max_size=800)))
+    for key in draw(st.lists(st.sampled_from(["shared_memory_region", "binary_data_size", "classification"]),
+                             max_size=2)):
+        tensor.parameters[key].int64_param = draw(st.integers(-5, 5))
+    request.inputs.append(tensor)
+    for _ in range(draw(st.integers(0, 2))):
+        request.raw_input_contents.append(draw(st.binary(max_size=4000)))
+    if draw(st.booleans()):
+        output = request.outputs.add(name=draw(st.sampled_from(["logits", "probs"])))
+        output.parameters["classification"].string_param = draw(st.sampled_from(["3", ""]))
+    data = request.SerializeToString()
+    if draw(st.booleans()):
+        cut = draw(st.integers(0, len(data)))
+        data = data[:cut] + bytes(b ^ 0xFF for b in data[cut:cut + 3])
+    return data
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(message=infer_messages())
+def test_fuzzed_grpc_requests_never_get_a_server_error(server: Server, fuzz_channel, message: bytes) -> None:
+    call = fuzz_channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+    try:
+        call(message, timeout=30)
+    except grpc.RpcError as error:
+        assert error.code() in CLIENT_CODES, (error.code(), error.details())
+        assert error.details()
+
+
+@pytest.fixture(scope="module")
+def fuzz_channel(server: Server):
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        yield channel
 
 
 def test_message_over_the_body_limit_is_resource_exhausted(client: triton.InferenceServerClient) -> None:
