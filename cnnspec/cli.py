@@ -16,7 +16,7 @@ import click
 from . import __version__
 from .errors import CnnspecError, SpecError, SpecWarning
 from .export import QuantizeMode
-from .train.options import DEFAULTS, DatasetName, DeviceName, OptimizerName, PrecisionName, SchedulerName
+from .train.options import DEFAULTS, DatasetName, DeviceName, MonitorName, OptimizerName, PrecisionName, SchedulerName
 
 FORMATS = ("table", "json", "markdown", "mermaid")
 
@@ -24,7 +24,8 @@ FORMATS = ("table", "json", "markdown", "mermaid")
 class _Group(click.Group):
     """Lists commands in the order they are defined (the order of the workflow)."""
 
-    ORDER = ("analyze", "validate", "schema", "layers", "import", "summary", "train", "plot", "visualize",
+    ORDER = ("analyze", "validate", "schema", "layers", "import", "summary", "train", "augmentations", "evaluate",
+             "plot", "visualize",
              "export", "predict", "serve")
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -376,14 +377,102 @@ def import_command(source: str, output: Path, weights: Path | None, state_dict: 
               help=f"Processes decoding imagefolder images at load time.  [default: {DEFAULTS.workers}]")
 @click.option("--precision", type=click.Choice(get_args(PrecisionName)), default=None,
               help=f"auto: bf16/fp16 mixed on CUDA, bf16 mixed on CPUs with native bf16, else fp32.  [default: {DEFAULTS.precision}]")
+@click.option("--augment", "-a", multiple=True, metavar="TRANSFORM",
+              help="A training-batch transform, repeatable, in order: '{type: random_crop, size: 28, padding: 2}' "
+                   "or a bare name; 'none' for no augmentation (see cnnspec augmentations).  [default: the spec's train.augment]")
+@click.option("--val-split", type=click.FloatRange(min=0, max=1, max_open=True), default=None,
+              help="Fraction of the training set held out for validation (stratified, by --seed).  [default: 0]")
+@click.option("--early-stopping", type=click.IntRange(min=1), default=None, metavar="PATIENCE",
+              help="Stop after PATIENCE epochs without a better --monitor figure (needs --val-split).")
+@click.option("--monitor", type=click.Choice(get_args(MonitorName)), default=None,
+              help="Validation figure that picks best.pt and drives early stopping.  [default: val_loss]")
+@click.option("--label-smoothing", type=click.FloatRange(min=0, max=1, max_open=True), default=None,
+              help="Label smoothing of the training loss.  [default: 0]")
+@click.option("--grad-clip", type=click.FloatRange(min=0, min_open=True), default=None, metavar="MAX_NORM",
+              help="Clip the total L2 norm of the gradients to MAX_NORM.  [default: off]")
+@click.option("--warmup-epochs", type=click.FloatRange(min=0), default=None,
+              help="Linear learning-rate warm-up over this many epochs before --scheduler.  [default: 0]")
+@click.option("--init-from", type=click.Path(path_type=Path), default=None, metavar="CHECKPOINT",
+              help="Start from the tensors of a checkpoint, run directory or state_dict file that match by name "
+                   "and shape (the rest keep their initial values).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
 @click.option("--download", is_flag=True, help="Download a torchvision dataset into --data-dir if missing.")
-def train_command(spec: Path, out: Path, resume: bool, download: bool, **flags: object) -> None:
+def train_command(spec: Path, out: Path, resume: bool, download: bool, augment: tuple[str, ...],
+                  init_from: Path | None, **flags: object) -> None:
     """Train a spec's model; flags override the spec's train: section. Multi-process with
     `torchrun --nproc_per_node=N -m cnnspec train ...` (DDP)."""
+    from .train.augment import parse_augment_flag
     from .train.loop import train
 
-    train(spec, out, resume=resume, download=download, **flags)
+    transforms = parse_augment_flag(list(augment)) if augment else None
+    train(spec, out, resume=resume, download=download, augment=transforms,
+          init_from=str(init_from) if init_from is not None else None, **flags)
+
+
+@cli.command("augmentations")
+@click.argument("augmentation_type", required=False)
+@click.option("--format", "-f", "format_", type=click.Choice(["table", "markdown", "json"]), default="table",
+              show_default=True)
+def augmentations_command(augmentation_type: str | None, format_: str) -> None:
+    """The augmentation catalogue (train.augment, --augment): every transform with its fields."""
+    import json
+
+    from .errors import UsageError, did_you_mean
+    from .train.augment import augment_catalog, render_augment_markdown
+
+    entries = augment_catalog()
+    if augmentation_type:
+        entries = [e for e in entries if e["type"] == augmentation_type]
+        if not entries:
+            hint = did_you_mean(augmentation_type, [e["type"] for e in augment_catalog()])
+            raise UsageError(f"unknown augmentation type '{augmentation_type}'", [hint] if hint else [])
+    if format_ == "json":
+        click.echo(json.dumps(entries, indent=2))
+    elif format_ == "markdown":
+        click.echo(render_augment_markdown())
+    else:
+        from rich.table import Table
+        from rich.text import Text
+
+        console = _wide_console()
+        for entry in entries:
+            table = Table(title=Text(f"{entry['type']}: {entry['summary']}"), title_justify="left",
+                          caption=entry["torchvision"], caption_justify="left")
+            for column in ("field", "type", "default", "meaning"):
+                table.add_column(column, overflow="fold")
+            for field in entry["fields"]:
+                table.add_row(*(Text(field[key]) for key in ("name", "type", "default", "description")))
+            console.print(table)
+
+
+@cli.command("evaluate")
+@click.argument("source", metavar="RUN_DIR_OR_CHECKPOINT", type=click.Path(path_type=Path))
+@click.option("--dataset", "-d", default=None, help="Dataset whose test split to use.  [default: the one trained on]")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Folder holding the dataset's files.  [default: the run's training data_dir]")
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
+              help="Folder for report.json, predictions.csv and the PNGs.  [default: RUN_DIR/evaluation]")
+@click.option("--misclassified", type=click.IntRange(min=0), default=32, show_default=True,
+              help="Most confidently misclassified images drawn in misclassified.png.")
+@click.option("--download", is_flag=True, help="Download a torchvision dataset into --data-dir if missing.")
+@click.option("--format", "-f", "format_", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def evaluate_command(source: Path, dataset: str | None, data_dir: Path | None, out: Path | None, misclassified: int,
+                     download: bool, format_: str) -> None:
+    """Test-split accuracy of a trained run, per-class precision/recall/F1, a confusion-matrix PNG and
+    a PNG of the most confidently misclassified images (RUN_DIR means its best.pt, else last.pt)."""
+    import json
+
+    from .train.evaluate import evaluate_run, render_report, summary_line
+
+    result = evaluate_run(source, dataset=dataset, data_dir=data_dir, out=out, misclassified=misclassified,
+                          download=download)
+    if format_ == "json":
+        click.echo(json.dumps(result.report, indent=2))
+        return
+    click.echo(summary_line(result.report))
+    _wide_console().print(render_report(result.report))
+    for path in result.written:
+        click.echo(f"wrote {path}")
 
 
 # --- export and predict (cnnspec/export/, deploy/; torch/onnx imported there) --

@@ -250,3 +250,13 @@ def test_the_catalogue_lists_every_type_with_its_torchvision_class() -> None:
     for name, cls in AUGMENTATIONS.items():
         assert f"#### `{name}`" in text and f"torchvision.transforms.v2.{cls.torchvision_class}" in text
     assert "| `padding_mode` |" in text
+
+
+def test_readme_augmentation_reference_is_generated_from_the_classes() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("<!-- augmentations:begin -->") + len("<!-- augmentations:begin -->\n")
+    end = readme.index("<!-- augmentations:end -->")
+    assert readme[start:end].strip() == render_augment_markdown().strip(), (
+        "README's augmentation reference is stale: regenerate it with `cnnspec augmentations --format markdown`")

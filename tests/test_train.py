@@ -83,7 +83,7 @@ def short_run(spec_file: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
 
 def test_run_directory_has_metrics_spec_and_checkpoints(short_run: tuple[Path, str], spec_file: Path) -> None:
     out, log = short_run
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt", "metrics.jsonl", "spec.yaml"]
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt", "metrics.jsonl", "spec.yaml", "tensorboard"]
     assert (out / "spec.yaml").read_bytes() == spec_file.read_bytes()
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
@@ -301,8 +301,14 @@ def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(run_dir / "last.pt")["model"]
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_in_epoch_2_ends_with_identical_weights(spec_file: Path, tmp_path: Path) -> None:
-    flags = ["--epochs", "3", "--batch-size", "16", "--seed", "7", "--device", "cpu"]
+    """With augmentation, a validation split, warm-up into a cosine schedule, label smoothing and
+    gradient clipping: everything a step draws or steps must come back exactly."""
+    flags = ["--epochs", "3", "--batch-size", "16", "--seed", "7", "--device", "cpu",
+             "--augment", "{type: random_crop, size: 28, padding: 2}", "--augment", "{type: random_rotation, degrees: 10}",
+             "--augment", "random_erasing", "--val-split", "0.1", "--warmup-epochs", "0.5", "--scheduler", "cosine",
+             "--label-smoothing", "0.1", "--grad-clip", "1.0"]
     straight = tmp_path / "straight"
     subprocess.run(_cnnspec("train", str(spec_file), "--out", str(straight), *flags), env=_env(), check=True,
                    stdout=subprocess.DEVNULL, timeout=240)
@@ -334,6 +340,8 @@ def test_resume_after_sigkill_in_epoch_2_ends_with_identical_weights(spec_file: 
     for a, b in zip(straight_metrics, resumed_metrics):
         a, b = json.loads(a), json.loads(b)
         assert (a["train_loss"], a["eval_loss"], a["eval_accuracy"]) == (b["train_loss"], b["eval_loss"], b["eval_accuracy"])
+        assert a["eval_split"] == "val" and a["eval_images"] == 400
+    assert json.loads((straight / "test.json").read_text()) == json.loads((broken / "test.json").read_text())
 
 
 def test_a_failing_write_keeps_the_old_checkpoint_and_leaves_no_temp_file(tmp_path: Path) -> None:
@@ -401,6 +409,7 @@ def test_sigkill_during_saves_never_leaves_a_corrupt_checkpoint(tmp_path: Path) 
         assert torch.equal(payload["model"]["w"], torch.full((2_000_000,), float(payload["epoch"])))
 
 
+@pytest.mark.slow
 def test_ddp_with_two_cpu_processes(spec_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -412,7 +421,7 @@ def test_ddp_with_two_cpu_processes(spec_file: Path, tmp_path: Path) -> None:
     assert done.stdout.count("x 2 processes") == 1
     assert done.stdout.count("epoch 1/1: train loss") == 1
     # ... and writes.
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt", "metrics.jsonl", "spec.yaml"]
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt", "metrics.jsonl", "spec.yaml", "tensorboard"]
     (record,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert record["world_size"] == 2
     assert record["train_images"] == 4000  # two shards of 2,000, not two copies of 4,000
@@ -527,3 +536,212 @@ def test_a_missing_dataset_is_explained_in_each_command_s_own_flags(spec_file: P
         offered = set(re.findall(r"--[a-z][a-z-]*", message))
         known = {option for param in cli.commands[command].params for option in param.opts}
         assert offered and offered <= known, offered - known
+
+
+# --- augmentation, validation, early stopping, --init-from, TensorBoard -------------------------
+
+FIT_FLAGS = {"epochs": 2, "batch_size": 64, "val_split": 0.1, "label_smoothing": 0.1, "grad_clip": 2.0,
+             "augment": [{"type": "random_crop", "size": 28, "padding": 2}, {"type": "random_rotation", "degrees": 10},
+                         {"type": "random_erasing", "p": 1.0, "scale": [0.1, 0.2]}]}
+
+
+@pytest.fixture(scope="module")
+def fit_run(spec_file: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """Two epochs with augmentation (every image erased in part) and a 10% validation split."""
+    out = tmp_path_factory.mktemp("runs") / "fit"
+    log = io.StringIO()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(spec_file, out, reporter_out=log, **FIT_FLAGS)
+    finally:
+        torch.set_num_threads(threads)
+    return out, log.getvalue()
+
+
+def _direct_figures(run_dir: Path, checkpoint: str, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of a checkpoint's model on clean uint8 images, computed here."""
+    import cnnspec
+    from cnnspec.spec.model import parse_spec
+
+    payload = load_checkpoint(run_dir / checkpoint)
+    model = cnnspec.build_model(parse_spec(payload["spec_text"]))
+    model.load_state_dict(payload["model"])
+    model.eval()
+    with torch.no_grad():
+        logits = model((images.float() / 255 - 0.1307) / 0.3081)
+    return (float(torch.nn.functional.cross_entropy(logits, labels)),
+            int((logits.argmax(1) == labels).sum()) / len(labels))
+
+
+def test_the_validation_split_is_disjoint_stratified_and_fixed_by_seed() -> None:
+    from cnnspec.train.data import load_split, validation_split
+
+    _, labels = load_split("mnist_sample", None, train=True)
+    keep, held_out = validation_split(labels, 0.1, seed=3)
+    assert len(held_out) == 400 and len(keep) == 3600
+    assert not set(keep.tolist()) & set(held_out.tolist())
+    assert sorted(keep.tolist() + held_out.tolist()) == list(range(4000))
+    assert torch.bincount(labels[held_out]).tolist() == [40] * 10  # 10% of each digit's 400
+    again_keep, again_held_out = validation_split(labels, 0.1, seed=3)
+    assert torch.equal(keep, again_keep) and torch.equal(held_out, again_held_out)
+    assert not torch.equal(validation_split(labels, 0.1, seed=4)[1], held_out)
+
+
+def test_validation_figures_are_on_clean_held_out_images_and_test_is_evaluated_once(fit_run, spec_file) -> None:
+    """The recorded eval figures equal this test's own forward pass over the un-augmented held-out
+    images: augmentation (which erases part of every training image) never reaches evaluation."""
+    from cnnspec.train.data import load_split, validation_split
+
+    out, log = fit_run
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt", "metrics.jsonl", "spec.yaml",
+                                                     "tensorboard", "test.json"]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["eval_split"], r["train_images"], r["eval_images"]) for r in records] == [("val", 3600, 400)] * 2
+    images, labels = load_split("mnist_sample", None, train=True)
+    _, held_out = validation_split(labels, 0.1, seed=0)
+    loss, accuracy = _direct_figures(out, "last.pt", images[held_out], labels[held_out])
+    assert records[-1]["eval_accuracy"] == pytest.approx(accuracy, abs=1e-9)
+    assert records[-1]["eval_loss"] == pytest.approx(loss, rel=1e-5)
+    best_epoch = min(records, key=lambda r: r["eval_loss"])["epoch"]  # monitor val_loss
+    assert load_checkpoint(out / "best.pt")["epoch"] == best_epoch
+    test = json.loads((out / "test.json").read_text())
+    test_images, test_labels = load_split("mnist_sample", None, train=False)
+    loss, accuracy = _direct_figures(out, "best.pt", test_images, test_labels)
+    assert (test["epoch"], test["test_images"]) == (best_epoch, 1000)
+    assert test["test_accuracy"] == pytest.approx(accuracy, abs=1e-9)
+    assert test["test_loss"] == pytest.approx(loss, rel=1e-5)
+    assert "(3,600 train / 400 val / 1,000 test images)" in log
+    assert "augment random_crop, random_rotation, random_erasing" in log
+    assert f"test accuracy of best.pt {test['test_accuracy']:.2%}" in log.splitlines()[-1]
+
+
+def test_tensorboard_events_parse_with_tensorboards_reader_and_hold_the_tags(fit_run) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, _ = fit_run
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"step/loss", "step/accuracy", "step/lr", "epoch/train_loss", "epoch/train_accuracy", "epoch/val_loss",
+            "epoch/val_accuracy", "epoch/lr", "final/test_loss", "final/test_accuracy"} <= set(tags["scalars"])
+    assert {"confusion_matrix/val", "confusion_matrix/final_test"} <= set(tags["images"])
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps_per_epoch = 57  # ceil(3,600 / 64)
+    logged = [(e.step, e.value) for e in events.Scalars("epoch/val_accuracy")]
+    assert logged == [(r["epoch"] * steps_per_epoch, pytest.approx(r["eval_accuracy"])) for r in records]
+    assert len(events.Scalars("step/loss")) >= 2 * 50
+    test = json.loads((out / "test.json").read_text())
+    assert events.Scalars("final/test_accuracy")[-1].value == pytest.approx(test["test_accuracy"])
+    image = events.Images("confusion_matrix/val")[-1]
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(image.encoded_image_string)).size == (image.width, image.height) == (600, 600)
+
+
+NO_STATE_SPEC = """\
+name: no_state
+input: {channels: 1, height: 28, width: 28}
+layers:
+  - {type: conv2d, out_channels: 4, kernel_size: 3, stride: 2}
+  - {type: relu}
+  - {type: flatten}
+  - {type: linear, out_features: 10}
+train: {dataset: mnist_sample, batch_size: 256}
+"""
+
+
+@pytest.mark.slow
+def test_early_stopping_stops_after_patience_epochs_without_improvement(tmp_path: Path, capsys) -> None:
+    """A constructed case: Adam with lr 1e-30 moves no float32 weight, and the model has no
+    batch-norm statistics or dropout, so every epoch's validation figures equal the first's. None
+    is an improvement, so with patience 2 the run stops after epoch 1 + 2 = 3 of 8."""
+    spec = tmp_path / "no_state.yaml"
+    spec.write_text(NO_STATE_SPEC)
+    for monitor in ("val_loss", "val_accuracy"):
+        out = tmp_path / monitor
+        code, stdout, err = _run_cli(["train", spec, "--out", out, "--epochs", "8", "--lr", "1e-30", "--val-split", "0.1",
+                                      "--early-stopping", "2", "--monitor", monitor, "--device", "cpu"], capsys)
+        assert code == 0, err
+        records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        assert [r["epoch"] for r in records] == [1, 2, 3]
+        assert len({(r["eval_loss"], r["eval_accuracy"]) for r in records}) == 1
+        assert load_checkpoint(out / "best.pt")["epoch"] == 1 and load_checkpoint(out / "last.pt")["epoch"] == 3
+        assert f"early stopping: {monitor} has not improved for 2 epoch(s) (best: epoch 1)" in stdout
+        assert json.loads((out / "test.json").read_text())["epoch"] == 1
+        code, stdout, _ = _run_cli(["train", spec, "--out", out, "--resume"], capsys)
+        assert code == 0 and "early stopping ended this run after epoch 3; nothing to resume" in stdout
+        assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def _run_cli(args: list[object], capsys) -> tuple[int, str, str]:
+    from tests.cli_helpers import run_cli
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run_cli(args, capsys)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--early-stopping", "2"], "--early-stopping needs a validation split to watch"),
+    (["--augment", "{type: random_crop, size: 24}"], "the augmentations turn 28x28 images into 24x24"),
+    (["--augment", "{type: random_crp, size: 28}"], "--augment #1:1:8: error: unknown augmentation type 'random_crp'"),
+    (["--warmup-epochs", "3"], "--warmup-epochs 3 leaves nothing of the 2 epochs"),
+    (["--init-from", "missing.pt"], "--init-from: no checkpoint or run directory at missing.pt"),
+])
+def test_contradictory_or_broken_options_are_refused_before_training(spec_file: Path, tmp_path: Path, capsys,
+                                                                     args: list[str], message: str) -> None:
+    code, _, err = _run_cli(["train", spec_file, "--out", tmp_path / "run", *args], capsys)
+    assert code == 1 and message in err, err
+    assert "Traceback" not in err and not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_init_from_loads_matching_tensors_and_lists_the_skipped_ones(short_run, tmp_path: Path) -> None:
+    from cnnspec.train.checkpoint import CheckpointError as Refused
+    from cnnspec.train.loop import Run
+
+    source, _ = short_run
+    trained = load_checkpoint(source / "best.pt")["model"]
+    wider = tmp_path / "wider.yaml"  # conv2 and fc.weight change shape; conv1, bn1 and fc.bias still fit
+    wider.write_text(TINY_SPEC.replace("out_channels: 16", "out_channels: 24"))
+    log = io.StringIO()
+    run = Run(wider, tmp_path / "run", {"init_from": str(source / "best.pt")}, reporter_out=log)
+    weights = run.module.state_dict()
+    for name in ("conv1.weight", "conv1.bias", "bn1.weight", "bn1.running_mean"):
+        assert torch.equal(weights[name], trained[name]), name
+    assert not torch.equal(weights["conv2.bias"][:16], trained["conv2.bias"])
+    text = log.getvalue()
+    assert f"--init-from {source / 'best.pt'}: loaded 8 of 11 tensors; skipped 3:" in text
+    assert "  skipped conv2.weight [16, 8, 3, 3] (model: [24, 8, 3, 3])" in text
+    assert "  skipped fc.weight [10, 784] (model: [10, 1176])" in text and "fc.bias" not in text
+    # A plain state_dict file works too; one that matches nothing is refused.
+    plain = tmp_path / "plain.pt"
+    torch.save({"conv1.weight": trained["conv1.weight"], "head.weight": torch.zeros(3)}, plain)
+    run = Run(wider, tmp_path / "run2", {"init_from": str(plain)}, reporter_out=io.StringIO())
+    assert torch.equal(run.module.state_dict()["conv1.weight"], trained["conv1.weight"])
+    torch.save({"head.weight": torch.zeros(3)}, plain)
+    with pytest.raises(Refused, match="no tensor of .* matches the model by name and shape"):
+        Run(wider, tmp_path / "run3", {"init_from": str(plain)}, reporter_out=io.StringIO())
+
+
+def test_warmup_ramps_the_learning_rate_linearly_into_the_schedule() -> None:
+    from cnnspec.train.optimization import make_scheduler
+    from cnnspec.train.options import TrainOptions
+
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=1.0)
+    schedule = make_scheduler(optimizer, TrainOptions(dataset="mnist_sample", epochs=3, warmup_epochs=1,
+                                                      scheduler="cosine"), steps_per_epoch=4)
+    rates = []
+    for _ in range(12):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    # 4 warm-up steps from 1/4 to 1, then a cosine over the other 8 steps: 0.5 (1 + cos(pi k / 8))
+    import math
+
+    expected = [0.25, 0.4375, 0.625, 0.8125] + [0.5 * (1 + math.cos(math.pi * k / 8)) for k in range(8)]
+    assert rates == pytest.approx(expected)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from .figures import DPI, _new_figure, _save
+from .canvas import DPI, _new_figure, _save
 
 CONFUSION_CELL_PIXELS = 44
 """One cell of the confusion matrix; the figure grows with the number of classes (at most 1,400 px)."""

@@ -70,6 +70,11 @@ def spec_from_document(document: Document) -> Spec:
         diagnostics.extend(problems)
         nodes.append(node)
     diagnostics.extend(resolve(nodes, document))
+    if header.train is not None and header.train.augment is not None:
+        from ..train.augment import validate_augment  # torch-free: the transforms' fields only
+
+        diagnostics.extend(validate_augment(header.train.augment,
+                                            lambda path, key=False: locate(("train", "augment", *path), key))[1])
     spec = Spec(header.name, header.input, nodes, document, header.labels, header.train, header.description)
     if diagnostics:
         raise SpecError(sort_diagnostics(diagnostics), document.text, partial=spec if input_ok else None)

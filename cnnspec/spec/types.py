@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..layers import Layer
 from ..layers.base import NAME_PATTERN, PositiveInt
-from ..train.options import DatasetName, DeviceName, OptimizerName, PrecisionName, SchedulerName
+from ..train.options import DatasetName, DeviceName, MonitorName, OptimizerName, PrecisionName, SchedulerName
 from .source import Document
 
 
@@ -49,6 +49,19 @@ class TrainConfig(BaseModel):
     device: DeviceName | None = Field(None, description="Where to train.")
     precision: PrecisionName | None = Field(None, description="How a step computes: auto, fp32, or bf16/fp16 mixed precision.")
     workers: int | None = Field(None, ge=0, description="DataLoader worker processes (folder datasets).")
+    augment: list[Any] | None = Field(
+        None, description="Transforms applied to training batches only: [{type: random_crop, size: 28, padding: 2}, ...] "
+        "(cnnspec augmentations lists them).")
+    val_split: float | None = Field(None, strict=True, ge=0, lt=1,
+                                    description="Fraction of the training set held out for validation (stratified, by seed).")
+    early_stopping: PositiveInt | None = Field(
+        None, description="Stop after this many epochs without a better monitored validation figure.")
+    monitor: MonitorName | None = Field(
+        None, description="The validation figure that picks best.pt and drives early stopping.")
+    label_smoothing: float | None = Field(None, strict=True, ge=0, lt=1, description="Label smoothing of the training loss.")
+    grad_clip: float | None = Field(None, strict=True, gt=0, description="Clip the gradients' total L2 norm to this.")
+    warmup_epochs: float | None = Field(None, strict=True, ge=0,
+                                        description="Linear learning-rate warm-up from 0 over this many epochs.")
 
 
 class BlockDefinition(BaseModel):

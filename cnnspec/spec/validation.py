@@ -22,7 +22,7 @@ def _branch_matches(tag: Any, value: Any) -> bool:
     if isinstance(value, bool):
         return tag.startswith("bool")
     if isinstance(value, int):
-        return tag.startswith(("int", "constrained-int"))
+        return tag.startswith(("int", "constrained-int", "float", "constrained-float"))
     if isinstance(value, float):
         return tag.startswith(("float", "int", "constrained-float"))
     if isinstance(value, (list, tuple)):

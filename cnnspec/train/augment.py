@@ -302,7 +302,7 @@ class RandomAffine(Augmentation):
 
 
 class RandomRotation(Augmentation):
-    """Rotates each image by a random angle about its centre (corners filled with ``fill``)."""
+    """Rotates each image by a random angle about its centre; the uncovered corners get fill."""
 
     type: Literal["random_rotation"] = "random_rotation"
     torchvision_class: ClassVar[str] = "RandomRotation"
@@ -632,7 +632,7 @@ def render_augment_markdown() -> str:
     """The augmentation reference as Markdown (embedded in README.md; a test keeps them equal)."""
     lines: list[str] = []
     for entry in augment_catalog():
-        lines += [f"#### `{entry['type']}`", "", f"{entry['summary']} (`{entry['torchvision']}`)", ""]
+        lines += [f"#### `{entry['type']}`", "", f"{entry['summary']} Named after `{entry['torchvision']}`.", ""]
         lines += ["| field | type | default | meaning |", "|---|---|---|---|"]
         for field in entry["fields"]:
             kind, meaning = field["type"].replace("|", "\\|"), field["description"].replace("|", "\\|")

@@ -133,3 +133,44 @@ def check_spec(payload: dict[str, Any], spec: Any, path: str | Path = "checkpoin
             "use the spec the checkpoint was trained with, or start a new run"
         )
 
+
+
+def load_matching_weights(model: Any, source: str | Path) -> tuple[list[str], list[str]]:
+    """``--init-from``: copy into ``model`` every tensor of ``source`` (a cnnspec checkpoint, a run
+    directory, or a plain state_dict file, read with weights_only=True) whose name and shape match
+    the model's; returns (loaded names, skipped descriptions). Nothing matching is an error."""
+    import pickle
+
+    import torch
+
+    path = Path(source)
+    if path.is_dir():
+        from .run import resolve_checkpoint
+
+        path = resolve_checkpoint(path)
+    if not path.is_file():
+        raise CheckpointError(f"--init-from: no checkpoint or run directory at {source}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"--init-from: {path} is not a readable weights file ({first})") from None
+    weights = payload.get("model") if isinstance(payload, dict) and payload.get("format") == FORMAT else payload
+    if isinstance(weights, dict) and isinstance(weights.get("state_dict"), dict):  # Lightning-style wrapper
+        weights = weights["state_dict"]
+    if not isinstance(weights, dict) or not any(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise CheckpointError(f"--init-from: {path} holds no state_dict (a mapping of names to tensors)")
+    own = model.state_dict()
+    matched = {name: tensor for name, tensor in weights.items()
+               if isinstance(tensor, torch.Tensor) and name in own and tuple(own[name].shape) == tuple(tensor.shape)}
+    skipped = [f"{name} {list(tensor.shape)} (model: {list(own[name].shape)})" if name in own else f"{name} (not in the model)"
+               for name, tensor in weights.items() if isinstance(tensor, torch.Tensor) and name not in matched]
+    skipped += [f"{name} (not in {path.name}; keeps its initial value)" for name in own if name not in weights]
+    if not matched:
+        raise CheckpointError(f"--init-from: no tensor of {path} matches the model by name and shape "
+                              f"({len(weights)} tensors there, {len(own)} in the model; e.g. "
+                              f"{next(iter(weights))} vs {next(iter(own))})")
+    with torch.no_grad():
+        for name, tensor in matched.items():
+            own[name].copy_(tensor)
+    return sorted(matched), skipped

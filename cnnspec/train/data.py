@@ -408,3 +408,23 @@ def eval_shard(count: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
     import torch
 
     return torch.arange(rank, count, world_size, dtype=torch.int64)
+
+
+def validation_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training indices, validation indices), both sorted: ``fraction`` of the training set held
+    out, stratified (round(fraction x n_c) images of every class c, so small classes are held out
+    too), chosen by a generator seeded with ``seed`` alone, so the split is the same on every run,
+    resume and process."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    held_out = []
+    labels = labels.cpu()
+    for label in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == label).flatten()
+        count = int(round(fraction * len(members)))
+        held_out.append(members[torch.randperm(len(members), generator=generator)[:count]])
+    validation = torch.sort(torch.cat(held_out)).values if held_out else torch.empty(0, dtype=torch.int64)
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[validation] = False
+    return torch.nonzero(keep).flatten(), validation

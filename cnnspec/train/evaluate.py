@@ -99,7 +99,7 @@ def evaluate_run(source: str | Path, *, dataset: str | None = None, data_dir: st
     import torch
     import torch.nn.functional as F
 
-    from ..plots.figures import load_trained_model
+    from .run import load_trained_model
     from .data import Normalizer, check_spec_matches, dataset_for_spec, load_split
 
     trained = load_trained_model(source)
@@ -156,12 +156,16 @@ def _write(out_dir: Path, report: dict[str, Any], targets: Any, predicted: Any, 
     return paths
 
 
+def summary_line(report: dict[str, Any]) -> str:
+    return (f"{report['checkpoint']} on the {report['dataset']} test split ({report['images']:,} images): "
+            f"accuracy {report['accuracy']:.2%}, loss {report['loss']:.4f}")
+
+
 def render_report(report: dict[str, Any]) -> Any:
-    """The per-class table (rich), with the averages and the accuracy."""
+    """The per-class table (rich), with the macro and weighted averages."""
     from rich.table import Table
 
-    table = Table(title=f"{report['dataset']} test split, {report['images']:,} images: accuracy "
-                        f"{report['accuracy']:.2%}, loss {report['loss']:.4f}", title_justify="left")
+    table = Table()
     for column in ("class", "precision", "recall", "f1", "support"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for row in report["classes"]:

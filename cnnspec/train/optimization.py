@@ -24,17 +24,30 @@ def make_optimizer(model: nn.Module, options: TrainOptions) -> torch.optim.Optim
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, options: TrainOptions, steps_per_epoch: int) -> Any:
-    """Stepped after every batch. cosine: lr follows half a cosine from lr to 0 over the run;
-    step: lr x 0.1 after each third of the run; onecycle: warm up to lr over 30%, then anneal."""
+    """Stepped after every batch. cosine: lr follows half a cosine from lr to 0; step: lr x 0.1
+    after each third; onecycle: warm up to lr over 30%, then anneal. ``warmup_epochs`` w > 0 first
+    raises lr linearly from lr/W to lr over the W = w x steps_per_epoch steps, then the schedule
+    spans the remaining steps (onecycle takes w as its own warm-up: pct_start = W / total)."""
     total = max(1, options.epochs * steps_per_epoch)
+    warmup = min(total - 1, round(options.warmup_epochs * steps_per_epoch)) if options.warmup_epochs > 0 else 0
     schedulers = torch.optim.lr_scheduler
-    if options.scheduler == "none":
-        return None
-    if options.scheduler == "cosine":
-        return schedulers.CosineAnnealingLR(optimizer, T_max=total)
-    if options.scheduler == "step":
-        return schedulers.StepLR(optimizer, step_size=max(1, total // 3), gamma=0.1)
+    if options.scheduler not in SCHEDULERS:
+        raise UsageError(f"unknown scheduler '{options.scheduler}'; choose one of {', '.join(SCHEDULERS)}")
     if options.scheduler == "onecycle":
-        return schedulers.OneCycleLR(optimizer, max_lr=options.lr, total_steps=total)
-    raise UsageError(f"unknown scheduler '{options.scheduler}'; choose one of {', '.join(SCHEDULERS)}")
+        return schedulers.OneCycleLR(optimizer, max_lr=options.lr, total_steps=total,
+                                     **({"pct_start": warmup / total} if warmup else {}))
+    main = _main_schedule(optimizer, options.scheduler, total - warmup)
+    if not warmup:
+        return main
+    ramp = schedulers.LinearLR(optimizer, start_factor=1.0 / warmup, end_factor=1.0, total_iters=warmup)
+    after = main if main is not None else schedulers.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    return schedulers.SequentialLR(optimizer, [ramp, after], milestones=[warmup])
 
+
+def _main_schedule(optimizer: torch.optim.Optimizer, name: str, steps: int) -> Any:
+    schedulers = torch.optim.lr_scheduler
+    if name == "cosine":
+        return schedulers.CosineAnnealingLR(optimizer, T_max=max(1, steps))
+    if name == "step":
+        return schedulers.StepLR(optimizer, step_size=max(1, steps // 3), gamma=0.1)
+    return None

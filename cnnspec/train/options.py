@@ -11,7 +11,7 @@ new optimiser or dataset is named once. Pure Python (the spec package imports it
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -34,6 +34,9 @@ OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
 SCHEDULERS: tuple[str, ...] = get_args(SchedulerName)
 DEVICES: tuple[str, ...] = get_args(DeviceName)
 PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
+MonitorName = Literal["val_loss", "val_accuracy"]
+"""The validation figure that picks best.pt and drives early stopping."""
+MONITORS: tuple[str, ...] = get_args(MonitorName)
 
 
 @dataclass(frozen=True)
@@ -53,11 +56,35 @@ class TrainOptions:
     device: DeviceName = "auto"
     workers: int = 0
     precision: PrecisionName = "auto"
+    augment: list[dict[str, Any]] = field(default_factory=list)
+    val_split: float = 0.0
+    early_stopping: int | None = None
+    monitor: MonitorName = "val_loss"
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None
+    warmup_epochs: float = 0.0
+    init_from: str | None = None
 
 
 DEFAULTS = TrainOptions()
 # On --resume these may differ from the checkpoint's options (where and how long, not what).
 RESUME_MAY_CHANGE = ("epochs", "device", "workers", "data_dir", "precision")
+
+
+def check_options(options: TrainOptions) -> TrainOptions:
+    """Refuse combinations that cannot mean what they say."""
+    if not 0.0 <= options.val_split < 1.0:
+        raise UsageError(f"--val-split {options.val_split:g} is not a fraction in [0, 1)",
+                         ["hold out e.g. --val-split 0.1 (10% of the training set)"])
+    if options.early_stopping is not None and options.val_split == 0.0:
+        raise UsageError("--early-stopping needs a validation split to watch (the test split must stay unseen)",
+                         ["add --val-split 0.1, or drop --early-stopping"])
+    if options.monitor not in MONITORS:
+        raise UsageError(f"--monitor {options.monitor} is not one of {', '.join(MONITORS)}")
+    if options.warmup_epochs >= options.epochs and options.warmup_epochs > 0:
+        raise UsageError(f"--warmup-epochs {options.warmup_epochs:g} leaves nothing of the {options.epochs} epochs to train at full rate",
+                         ["choose fewer warm-up epochs than --epochs"])
+    return options
 
 
 def resolve_options(spec: Spec, flags: dict[str, Any]) -> TrainOptions:
@@ -77,13 +104,16 @@ def resolve_options(spec: Spec, flags: dict[str, Any]) -> TrainOptions:
         raise UsageError("no dataset to train on", [
             f"pass --dataset NAME or set train: {{dataset: NAME}} in {spec.file}; NAME is one of {', '.join(DATASET_NAMES)}",
         ])
-    return options
+    return check_options(options)
 
 
 def options_for_resume(saved: dict[str, Any], flags: dict[str, Any]) -> TrainOptions:
     """The checkpoint's options, with the flags that may change on resume applied; any other flag
     that disagrees with the checkpoint is an error (it would silently train another recipe)."""
     options = TrainOptions(**{f.name: saved[f.name] for f in fields(TrainOptions) if f.name in saved})
+    if flags.get("init_from") is not None:
+        raise UsageError("--init-from starts a new run from other weights; --resume continues this run's own",
+                         ["drop --init-from to resume, or start a new run with --out"])
     changes = {}
     for name, value in flags.items():
         if value is None or value == getattr(options, name):
