@@ -375,12 +375,15 @@ def test_files_a_run_writes_get_the_mode_the_umask_allows(spec_file: Path, tmp_p
     out = tmp_path / "run"
     subprocess.run([sys.executable, "-c", RUN_EVERY_WRITER, str(spec_file), str(out)], env=_env(), umask=umask,
                    check=True, stdout=subprocess.DEVNULL, timeout=240)
-    written = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
-    assert sorted(written) == ["best.pt", "curves.png", "filters_conv1.png", "last.pt", "metrics.jsonl",
-                               "schema.json", "spec.yaml"]
+    written = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir() if p.is_file()}
+    written.update({f"tensorboard/{p.name}": p.stat().st_mode & 0o777 for p in (out / "tensorboard").iterdir()})
+    assert sorted(name.split(".out.")[0] for name in written) == [
+        "best.pt", "curves.png", "filters_conv1.png", "last.pt", "metrics.jsonl", "schema.json", "spec.yaml",
+        "tensorboard/events"]
     expected = {0o022: 0o644, 0o077: 0o600}[umask]  # what open(path, "w") gives under that umask
     assert written == dict.fromkeys(written, expected)
-    assert out.stat().st_mode & 0o777 == {0o022: 0o755, 0o077: 0o700}[umask]
+    for folder in (out, out / "tensorboard"):
+        assert folder.stat().st_mode & 0o777 == {0o022: 0o755, 0o077: 0o700}[umask]
 
 
 SAVE_FOREVER = """
