@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import torch
 
 DEFAULT_MISCLASSIFIED = 32
+PREDICT_BATCH = 512
 
 
 def classification_report(targets: Any, predicted: Any, labels: list[str]) -> dict[str, Any]:
@@ -96,35 +97,31 @@ def evaluate_run(source: str | Path, *, dataset: str | None = None, data_dir: st
                  out: str | Path | None = None, misclassified: int = DEFAULT_MISCLASSIFIED,
                  download: bool = False) -> EvaluationResult:
     """Evaluate the checkpoint of ``source`` (run directory or file) on a test split; write the files."""
-    import torch
     import torch.nn.functional as F
 
-    from .run import load_trained_model
     from .data import Normalizer, check_spec_matches, dataset_for_spec, load_split
+    from .run import load_run
 
-    trained = load_trained_model(source)
-    saved = trained.dataset
-    config = trained.payload.get("train_config") or {}
-    name = dataset or saved.get("name")
+    trained = load_run(source, command="evaluate", batch_size=PREDICT_BATCH)
+    name = dataset or trained.dataset_name
     if not name:
-        raise UsageError(f"{trained.path} does not say which dataset it was trained on", ["pass --dataset NAME"])
-    folder = Path(data_dir) if data_dir is not None else Path(config.get("data_dir") or "data")
+        raise UsageError(f"{trained.checkpoint} does not say which dataset it was trained on", ["pass --dataset NAME"])
+    folder = Path(data_dir) if data_dir is not None else Path(trained.data_dir or "data")
     info = dataset_for_spec(name, trained.spec, folder)
-    check_spec_matches(trained.spec, info, tuple(trained.model.output_shape))
-    if saved.get("mean") and saved.get("std"):  # the model's own preprocessing, whatever the data
-        info = replace(info, mean=tuple(saved["mean"]), std=tuple(saved["std"]))
-    labels = list(trained.spec.labels or info.labels or [str(i) for i in range(trained.model.output_shape[0])])
+    check_spec_matches(trained.spec, info, tuple(trained.analysis.output_shape))
+    info = replace(info, mean=trained.mean, std=trained.std)  # the model's own preprocessing, whatever the data
+    labels = trained.labels
     images, targets = load_split(name, folder, train=False, download=download, input_shape=info.input_shape)
-    logits = predict_logits(trained.model, images, Normalizer(info))
+    logits = predict_logits(trained.model, images, Normalizer(info), PREDICT_BATCH)
     probabilities = logits.softmax(1)
     confidence, predicted = probabilities.max(1)
     report = classification_report(targets.numpy(), predicted.numpy(), labels)
-    report = {"checkpoint": str(trained.path), "dataset": name, "split": "test",
+    report = {"checkpoint": str(trained.checkpoint), "dataset": name, "split": "test",
               "loss": float(F.cross_entropy(logits, targets)) if len(targets) else float("nan"), **report}
     shown = most_confident_mistakes(targets.numpy(), predicted.numpy(), confidence.numpy(), misclassified)
     report["misclassified"] = [{"index": i, "true": labels[int(targets[i])], "predicted": labels[int(predicted[i])],
                                 "confidence": float(confidence[i])} for i in shown]
-    out_dir = Path(out) if out is not None else _default_out(trained.path, name, saved.get("name"))
+    out_dir = Path(out) if out is not None else _default_out(trained.checkpoint, name, trained.dataset_name)
     written = _write(out_dir, report, targets, predicted, confidence, images[shown] if shown else images[:0],
                      shown, labels, trained)
     return EvaluationResult(report, out_dir, written)
