@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from .canvas import DPI, _new_figure, _save
+from .canvas import DPI, new_figure, save_png
 
 CONFUSION_CELL_PIXELS = 44
 """One cell of the confusion matrix; the figure grows with the number of classes (at most 1,400 px)."""
@@ -29,7 +29,7 @@ def confusion_figure(confusion: Any, labels: Sequence[str], title: str) -> Any:
     counts = np.asarray(confusion, dtype=np.int64)
     classes = counts.shape[0]
     side = int(min(1400, max(420, 160 + CONFUSION_CELL_PIXELS * classes)))
-    figure = _new_figure((side, side))
+    figure = new_figure((side, side))
     axes = figure.add_subplot()
     totals = counts.sum(axis=1, keepdims=True)
     fractions = np.divide(counts, totals, out=np.zeros(counts.shape, dtype=float), where=totals > 0)
@@ -60,7 +60,7 @@ def misclassified_figure(images: Any, true: Sequence[int], predicted: Sequence[i
     count = max(1, len(pictures))
     columns = min(MISCLASSIFIED_COLUMNS, count)
     rows = -(-count // columns)
-    figure = _new_figure((columns * MISCLASSIFIED_CELL_PIXELS, rows * (MISCLASSIFIED_CELL_PIXELS + 18) + 40))
+    figure = new_figure((columns * MISCLASSIFIED_CELL_PIXELS, rows * (MISCLASSIFIED_CELL_PIXELS + 18) + 40))
     figure.suptitle(title, fontsize=10)
     grid = figure.subplots(rows, columns, squeeze=False)
     for index, axes in enumerate(grid.flat):
@@ -82,7 +82,7 @@ def misclassified_figure(images: Any, true: Sequence[int], predicted: Sequence[i
 def save_figure(figure: Any, output: str | Path) -> Path:
     """Write ``figure`` as a PNG, atomically."""
     path = Path(output)
-    _save(figure, path)
+    save_png(figure, path)
     return path
 
 
