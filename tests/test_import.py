@@ -172,3 +172,90 @@ def test_a_state_dict_of_another_model_is_refused(tmp_path: Path, capsys: pytest
     assert code == 1
     assert err.startswith(f"error: --state-dict {tmp_path / 'other.pt'} does not fit the source model: missing "
                           "['features.0.weight', 'features.0.bias', ")
+
+
+# --- ONNX sources ---------------------------------------------------------------------------------
+
+def exported_model(spec_path: Path, folder: Path) -> Path:
+    """model.onnx written by cnnspec's own export pipeline from a checkpoint with random weights and
+    non-trivial BatchNorm statistics (the exporter folds each batchnorm into its conv)."""
+    from cnnspec.export.pipeline import ExportOptions, export
+    from cnnspec.train.checkpoint import save_checkpoint
+
+    spec = cnnspec.load_spec(spec_path)
+    torch.manual_seed(0)
+    model = cnnspec.build_model(spec)
+    randomize(model, 4)
+    channels = spec.input.shape[0]
+    labels = spec.labels or [str(i) for i in range(cnnspec.analyze(spec).output_shape[0])]
+    save_checkpoint(folder / "random.pt", {
+        "cnnspec_version": cnnspec.__version__, "spec_name": spec.name, "spec_text": spec.text,
+        "spec_hash": spec.hash, "model": model.state_dict(), "optimizer": None, "scheduler": None,
+        "epoch": 0, "metrics": [], "best_eval_accuracy": None, "train_config": {},
+        "dataset": {"name": "synthetic", "mean": [0.5] * channels, "std": [0.25] * channels, "labels": labels,
+                    "input_shape": list(spec.input.shape)}})
+    export(ExportOptions(source=folder / "random.pt", repo=folder / "repo", data_check=False))
+    return next((folder / "repo").rglob("model.onnx"))
+
+
+def run_onnx(path: Path, example: torch.Tensor) -> torch.Tensor:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: example.numpy()})[0])
+
+
+@pytest.mark.parametrize("spec_file", ["simple_cnn.yaml", "cifar10_cnn.yaml"])
+def test_a_cnnspec_export_imports_back_to_its_spec(spec_file: str, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    original = Path(__file__).parents[1] / "specs" / spec_file
+    onnx_file = exported_model(original, tmp_path)
+    code, _, err = run_cli(["import", onnx_file, "-o", tmp_path / "back.yaml", "--weights", tmp_path / "back.pt"], capsys)
+    assert code == 0, err
+    assert "note: the spec comes from the file's model card" in err
+    assert cnnspec.analyze(cnnspec.load_spec(tmp_path / "back.yaml")).to_dict() | {"name": None} == \
+        cnnspec.analyze(cnnspec.load_spec(original)).to_dict() | {"name": None}
+    model = cnnspec.build_model(tmp_path / "back.yaml").eval()
+    model.load_state_dict(torch.load(tmp_path / "back.pt", weights_only=True))
+    example = torch.randn(1, *model.input_shape, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert (model(example) - run_onnx(onnx_file, example)).abs().max().item() <= 1e-5
+
+
+def test_a_torch_onnx_export_of_torchvision_imports_from_its_graph(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """With BatchNorm kept in the graph (no constant folding) the counts equal torchvision's exactly;
+    either way the MACs and the function do."""
+    source = torchvision.models.get_model("resnet18", weights=None).eval()
+    randomize(source, 6)
+    example = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        expected = source(example)
+    macs = counter.get_total_flops() // 2
+    for folded in (False, True):
+        path = tmp_path / f"resnet18_{folded}.onnx"
+        extra = {"dynamo": True} if folded else {"dynamo": False, "do_constant_folding": False}
+        torch.onnx.export(source, (example,), str(path), input_names=["input"], **extra)
+        code, _, err = run_cli(["import", path, "-o", tmp_path / "r.yaml", "--weights", tmp_path / "r.pt"], capsys)
+        assert code == 0, err
+        analysis = cnnspec.analyze(cnnspec.load_spec(tmp_path / "r.yaml"))
+        assert analysis.totals()["macs"] == macs
+        if not folded:
+            assert analysis.totals()["params"] == sum(p.numel() for p in source.parameters())
+        model = cnnspec.build_model(analysis).eval()
+        model.load_state_dict(torch.load(tmp_path / "r.pt", weights_only=True))
+        with torch.no_grad():
+            assert (model(example) - expected).abs().max().item() <= 1e-4  # BN folding reorders float sums
+
+
+def test_an_onnx_node_without_a_layer_type_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["input"], ["r"], name="relu0"),
+                               helper.make_node("Erf", ["r"], ["out"], name="erf0")], "g",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2, 4, 4])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 2, 4, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "erf.onnx"))
+    code, _, err = run_cli(["import", tmp_path / "erf.onnx", "-o", tmp_path / "x.yaml"], capsys)
+    assert (code, err) == (1, "error: cannot import ONNX node 'erf0' (Erf): no cnnspec layer type imports it\n")

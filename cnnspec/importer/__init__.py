@@ -142,9 +142,12 @@ def _from_card(source: str, loaded: Any, ops: list[Op], card: Any, *, check: boo
             for key in missing:
                 weights[f"{node.name}.{key}"] = torch.zeros_like(target[key])
             continue
-        bias = folded_bias.get(node.inputs[0]) if op is None and len(node.inputs) == 1 else None
-        if bias is None or set(target) != {"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}:
+        folded_into = node.inputs[0] if op is None and len(node.inputs) == 1 else None
+        if (folded_into not in graph or
+                set(target) != {"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}):
             raise ImportError_(f"{source}: the graph has no weights for the spec's layer '{node.name}'")
+        # the conv's own bias (when it has one) already holds b'; otherwise the batchnorm's beta does
+        bias = folded_bias.get(folded_into, torch.zeros_like(target["bias"]))
         eps = node.layer.eps
         weights.update({f"{node.name}.weight": torch.ones_like(target["weight"]), f"{node.name}.bias": bias.clone(),
                         f"{node.name}.running_mean": torch.zeros_like(target["running_mean"]),
