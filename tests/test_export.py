@@ -357,6 +357,7 @@ def test_quantized_models_work_and_report(mode: str, int8_op: str, simple_run: P
     assert int8_op in {n.op_type for n in model.graph.node}
     meta = {p.key: p.value for p in model.metadata_props}
     assert set(METADATA_KEYS) <= set(meta) and meta["cnnspec.quantization"] == mode
+    assert ModelCard.from_metadata(meta).quantization == mode  # a card predict and serving accept
     assert len(path.read_bytes()) == int8["size_bytes"]
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     info = dataset_info("mnist_sample")
