@@ -141,7 +141,21 @@ def analyze(spec: Path, format_: str, explain: bool) -> None:
     from .report import render
 
     result = analyze_file(spec)
-    click.echo(render(result, format_, explain=explain), nl=False)
+    click.echo(render(result, format_, explain=explain, width=terminal_width()), nl=False)
+
+
+def terminal_width() -> int | None:
+    """The width tables fit: $COLUMNS when set, else the terminal's; None for a pipe or a file,
+    so that piped output keeps whole lines for grep and scripts."""
+    import os
+    import shutil
+
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None
 
 
 @cli.command()
@@ -229,15 +243,24 @@ def layers(layer_type: str | None, format_: str) -> None:
         from rich.table import Table
         from rich.text import Text
 
-        console = Console()
-        for entry in entries:
-            table = Table(title=Text(f"{entry['type']}: {entry['summary']}"), title_justify="left",
-                          caption=f"input {entry['input']}, inputs: {entry['inputs']}", caption_justify="left")
-            for column in ("field", "type", "default", "meaning"):
-                table.add_column(column, overflow="fold")
-            for field in entry["fields"]:
-                table.add_row(*(Text(field[key]) for key in ("name", "type", "default_text", "description")))
-            console.print(table)
+        import io
+
+        buffer = io.StringIO()  # printed through a buffer so that no line ends in rich's padding
+        console = Console(file=buffer, width=terminal_width() or 120, color_system=None, highlight=False)
+        for number, entry in enumerate(entries):
+            if number:
+                console.print()
+            console.print(Text(f"{entry['type']}: {entry['summary']}"))  # wrapped at the terminal, not the table
+            console.print(Text(f"input {entry['input']}, inputs: {entry['inputs']}"
+                               + ("" if entry["fields"] else "; no fields of its own")))
+            if entry["fields"]:
+                table = Table()
+                for column in ("field", "type", "default", "meaning"):
+                    table.add_column(column, overflow="fold")
+                for field in entry["fields"]:
+                    table.add_row(*(Text(field[key]) for key in ("name", "type", "default_text", "description")))
+                console.print(table)
+        click.echo("\n".join(line.rstrip() for line in buffer.getvalue().splitlines()))
 
 
 # --- commands added by later stages go below (keep each command thin) --------------------------

@@ -50,8 +50,9 @@ def _inputs_text(report: LayerReport, previous: str) -> str:
     return "" if report.inputs == [previous] else ", ".join(report.inputs)
 
 
-def render(analysis: Analysis, format_: str, *, explain: bool = False) -> str:
-    """The analysis as text in one of: table, json, markdown, mermaid."""
+def render(analysis: Analysis, format_: str, *, explain: bool = False, width: int | None = None) -> str:
+    """The analysis as text in one of: table, json, markdown, mermaid; a table fits ``width`` columns
+    where it can (see render_table)."""
     if format_ == "json":
         data = analysis.to_dict()
         if explain:
@@ -64,7 +65,7 @@ def render(analysis: Analysis, format_: str, *, explain: bool = False) -> str:
         return render_markdown(analysis)
     if format_ == "mermaid":
         return render_mermaid(analysis)
-    return render_table(analysis)
+    return render_table(analysis, width)
 
 
 def _rows(analysis: Analysis) -> list[list[str]]:
@@ -95,39 +96,113 @@ def _totals_line(analysis: Analysis) -> list[str]:
     return lines
 
 
-def render_table(analysis: Analysis) -> str:
-    """An aligned box-drawing table with a totals row (rich's heavy-head style).
+RF_LEGEND = ("receptive field: SxS jJ sS = SxS input pixels seen, J input pixels between neighbouring "
+             "outputs (jump), S the input coordinate of the first output's field centre (start); "
+             "<= an upper bound; - for vectors")
+#: Columns that may wrap onto several lines in a narrow terminal: the widest of the first group
+#: first, the output shapes only when that is not enough; numbers never wrap.
+FOLDABLE = (("layer", "inputs", "type", "RF"), ("output",))
+NARROWEST = 8
+
+
+def render_table(analysis: Analysis, width: int | None = None) -> str:
+    """An aligned box-drawing table with a totals row (rich's heavy-head style), then the totals and
+    a legend of the receptive-field column; no line ends in spaces.
+
+    With ``width`` (the terminal's columns) a table that would be wider is redrawn to fit: no box
+    (two spaces between columns), no inputs column when every cell of it is empty, "RF" for
+    "receptive field", short counts (118.01M) for params and MACs, and then the layer, inputs,
+    type and RF columns wrap onto more lines, widest first, down to 8 characters each (the output
+    shapes only when that is not enough). Numbers never wrap; a table that still does
+    not fit is printed whole rather than unreadable.
 
     Drawn directly rather than through rich.Table: for ResNet-50's 175 rows rich's layout engine
     takes ~170 ms with its import, more than the whole analysis, and every cell here is plain
     ASCII of known width, so nothing needs measuring.
     """
     totals = analysis.totals()
+    headers = list(HEADERS)
     footer = ["total", "", "", "", fmt(totals["params"]), fmt(totals["macs"]), "",
               human_bytes(totals["activation_bytes"])]
     rows = _rows(analysis)
-    widths = [max(len(row[i]) for row in [HEADERS, footer, *rows]) for i in range(len(HEADERS))]
-    right = [h in ("params", "MACs", "memory") for h in HEADERS]
+    widths = _widths(headers, footer, rows)
+    title = f"{analysis.name}: input {show(analysis.input_shape)} -> output {show(analysis.output_shape)}"
+    if width is None or _boxed_width(widths) <= width:
+        right = [h in ("params", "MACs", "memory") for h in headers]
 
-    def line(cells: list[str], edge: str, sep: str) -> str:
-        padded = [c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)]
-        return f"{edge} " + f" {sep} ".join(padded) + f" {edge}"
+        def line(cells: list[str], edge: str, sep: str) -> str:
+            padded = [c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)]
+            return f"{edge} " + f" {sep} ".join(padded) + f" {edge}"
 
-    def rule(left: str, fill: str, cross: str, end: str) -> str:
-        return left + cross.join(fill * (w + 2) for w in widths) + end
+        def rule(left: str, fill: str, cross: str, end: str) -> str:
+            return left + cross.join(fill * (w + 2) for w in widths) + end
 
-    out = [
-        f"{analysis.name}: input {show(analysis.input_shape)} -> output {show(analysis.output_shape)}",
-        rule("┏", "━", "┳", "┓"),
-        line(HEADERS, "┃", "┃"),
-        rule("┡", "━", "╇", "┩"),
-        *(line(row, "│", "│") for row in rows),
-        rule("├", "─", "┼", "┤"),
-        line(footer, "│", "│"),
-        rule("└", "─", "┴", "┘"),
-        *_totals_line(analysis),
-    ]
-    return "\n".join(out) + "\n"
+        out = [title, rule("┏", "━", "┳", "┓"), line(headers, "┃", "┃"), rule("┡", "━", "╇", "┩"),
+               *(line(row, "│", "│") for row in rows), rule("├", "─", "┼", "┤"), line(footer, "│", "│"),
+               rule("└", "─", "┴", "┘")]
+    else:
+        out = [title, *_narrow_table(headers, footer, rows, width)]
+    out += [text for line in [*_totals_line(analysis), RF_LEGEND] for text in _wrap_words(line, width)]
+    return "\n".join(text.rstrip() for text in out) + "\n"
+
+
+def _narrow_table(headers: list[str], footer: list[str], rows: list[list[str]], width: int) -> list[str]:
+    if not any(row[2] for row in rows):  # a sequential model: every inputs cell is empty
+        drop = headers.index("inputs")
+        headers, footer = headers[:drop] + headers[drop + 1:], footer[:drop] + footer[drop + 1:]
+        rows = [row[:drop] + row[drop + 1:] for row in rows]
+    headers = ["RF" if h == "receptive field" else h for h in headers]
+    widths = _widths(headers, footer, rows)
+    if _plain_width(widths) > width:  # exact counts stay in the totals lines below the table
+        counts = [i for i, h in enumerate(headers) if h in ("params", "MACs")]
+        rows = [[short_count(int(c.replace(",", ""))) if i in counts else c for i, c in enumerate(row)] for row in rows]
+        footer = [short_count(int(c.replace(",", ""))) if i in counts else c for i, c in enumerate(footer)]
+        widths = _widths(headers, footer, rows)
+    for group in FOLDABLE:  # narrow the widest column of the first group that still can, one step at a time
+        columns = [headers.index(name) for name in group if name in headers]
+        while _plain_width(widths) > width and any(widths[i] > NARROWEST for i in columns):
+            widths[max(columns, key=lambda i: widths[i])] -= 1
+    right = [h in ("params", "MACs", "memory") for h in headers]
+
+    def line(cells: list[str]) -> list[str]:
+        parts = [_fold(c, w) for c, w in zip(cells, widths)]
+        return ["  ".join((p[k] if k < len(p) else "").rjust(w) if r else (p[k] if k < len(p) else "").ljust(w)
+                          for p, w, r in zip(parts, widths, right)) for k in range(max(len(p) for p in parts))]
+
+    rule = "  ".join("─" * w for w in widths)
+    return [*line(headers), rule, *(text for row in rows for text in line(row)), rule, *line(footer)]
+
+
+def _widths(headers: list[str], footer: list[str], rows: list[list[str]]) -> list[int]:
+    return [max(len(row[i]) for row in [headers, footer, *rows]) for i in range(len(headers))]
+
+
+def _boxed_width(widths: list[int]) -> int:
+    return sum(widths) + 3 * len(widths) + 1
+
+
+def _plain_width(widths: list[int]) -> int:
+    return sum(widths) + 2 * (len(widths) - 1)
+
+
+def _fold(text: str, width: int) -> list[str]:
+    """``text`` in pieces of at most ``width`` characters, broken after '.', ',', '_' or a space
+    where one falls in the piece ('layer1.0.' / 'conv1'), else cut."""
+    pieces = []
+    while len(text) > width:
+        cut = max(text.rfind(mark, 0, width) for mark in "., _") + 1
+        cut = cut if cut > 0 else width
+        pieces.append(text[:cut].rstrip())
+        text = text[cut:].lstrip()
+    return [*pieces, text]
+
+
+def _wrap_words(text: str, width: int | None) -> list[str]:
+    if width is None:
+        return [text]
+    import textwrap
+
+    return textwrap.wrap(text, max(width, 20), subsequent_indent="  ")
 
 
 def render_markdown(analysis: Analysis) -> str:
@@ -145,7 +220,7 @@ def render_markdown(analysis: Analysis) -> str:
     lines.append(f"| **total** | | | | **{fmt(totals['params'])}** | **{fmt(totals['macs'])}** | | "
                  f"**{human_bytes(totals['activation_bytes'])}** |")
     lines.append("")
-    lines.extend(f"- {line}" for line in _totals_line(analysis))
+    lines.extend(f"- {line}" for line in [*_totals_line(analysis), RF_LEGEND])
     return "\n".join(lines) + "\n"
 
 

@@ -344,3 +344,69 @@ def test_explain_without_bias_has_no_bias_term(tmp_path):
     assert "params = C_in * (C_out/groups) * k_h * k_w = 3 * 2 * 2 * 2 = 24" in output
     assert "params = in * out = 32 * 5 = 160" in output
     assert "bias" not in output
+
+
+SIMPLE_CNN_AT_80 = """\
+simple_cnn: input [1, 28, 28] -> output [10]
+layer    type       output         params       MACs  RF                memory
+───────  ─────────  ────────────  ───────  ─────────  ─────────────  ─────────
+conv1    conv2d     [32, 28, 28]      320    225,792  3x3 j1 s0       98.0 KiB
+relu1    relu       [32, 28, 28]        0          0  3x3 j1 s0       98.0 KiB
+pool1    maxpool2d  [32, 14, 14]        0          0  4x4 j2 s0.5     24.5 KiB
+conv2    conv2d     [64, 14, 14]   18,496  3,612,672  8x8 j2 s0.5     49.0 KiB
+relu2    relu       [64, 14, 14]        0          0  8x8 j2 s0.5     49.0 KiB
+pool2    maxpool2d  [64, 7, 7]          0          0  10x10 j4 s1.5   12.2 KiB
+flatten  flatten    [3136]              0          0  -               12.2 KiB
+fc1      linear     [128]         401,536    401,408  -                  512 B
+relu3    relu       [128]               0          0  -                  512 B
+fc2      linear     [10]            1,290      1,280  -                   40 B
+───────  ─────────  ────────────  ───────  ─────────  ─────────────  ─────────
+total                             421,642  4,241,152                 344.0 KiB
+params: 421,642 (421.64K; trainable 421,642, non-trainable 0; 1.6 MiB as
+  float32)
+buffers: 0
+MACs: 4,241,152 (4.24M) per image; FLOPs ~ 2 x MACs
+activations: 344.0 KiB per image (float32, every layer output)
+receptive field: SxS jJ sS = SxS input pixels seen, J input pixels between
+  neighbouring outputs (jump), S the input coordinate of the first output's
+  field centre (start); <= an upper bound; - for vectors
+"""
+
+
+def test_the_table_fits_an_80_column_terminal():
+    """No box, no empty inputs column, RF for receptive field: the sequential SimpleCNN fits whole."""
+    output = CliRunner().invoke(cli, ["analyze", "specs/simple_cnn.yaml"], env={"COLUMNS": "80"}).output
+    assert output == SIMPLE_CNN_AT_80
+
+
+def test_at_200_columns_the_boxed_table_stays_and_the_legend_wraps():
+    output = CliRunner().invoke(cli, ["analyze", "specs/simple_cnn.yaml"], env={"COLUMNS": "200"}).output
+    lines = output.splitlines()
+    assert lines[1].startswith("┏━━━━━━━━━┳") and "┃ inputs ┃" in lines[2] and "┃ receptive field ┃" in lines[2]
+    assert "│ pool2   │ maxpool2d │        │ [64, 7, 7]   │       0 │         0 │ 10x10 j4 s1.5   │  12.2 KiB │" in lines
+    assert lines[-2:] == [
+        "receptive field: SxS jJ sS = SxS input pixels seen, J input pixels between neighbouring outputs (jump), "
+        "S the input coordinate of the first output's field centre (start); <= an upper bound; - for",
+        "  vectors"]
+    assert max(len(line) for line in lines) <= 200
+
+
+def test_a_wide_graph_wraps_its_names_and_shortens_its_counts_at_80_columns():
+    output = CliRunner().invoke(cli, ["analyze", "specs/resnet18.yaml"], env={"COLUMNS": "80"}).output
+    lines = output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert lines[1].split() == ["layer", "type", "inputs", "output", "params", "MACs", "RF", "memory"]
+    # conv1: 64 * 3 * 7 * 7 = 9,408 params, 9,408 * 112 * 112 = 118,013,952 MACs, as short counts
+    assert lines[3].split()[:7] == ["conv1", "conv2d", "[64,", "112,", "9.41K", "118.01M", "7x7"]
+    assert "params: 11,689,512 (11.69M;" in output  # the exact figures stay in the totals lines
+
+
+@pytest.mark.parametrize("columns", [None, "80", "200"])
+def test_no_line_ends_in_spaces(columns):
+    env = {"COLUMNS": columns} if columns else {}
+    for args in (["analyze", "specs/resnet18.yaml"], ["analyze", "specs/simple_cnn.yaml", "-f", "markdown"],
+                 ["layers"], ["layers", "conv2d"]):
+        output = CliRunner().invoke(cli, args, env=env).output
+        assert output and [line for line in output.splitlines() if line != line.rstrip()] == [], args
+        if columns and "markdown" not in args:  # Markdown is for files, whatever the terminal
+            assert max(len(line) for line in output.splitlines()) <= int(columns), args
