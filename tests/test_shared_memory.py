@@ -172,3 +172,21 @@ def test_misuse_gets_clear_errors(server: Server, regions) -> None:
     assert caught.value.status() == "StatusCode.INVALID_ARGUMENT" and "invalid shared memory key" in caught.value.message()
     assert client.is_server_live()
     client.close()
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"[]", "the request body must be a JSON object"),
+    (b'{"key": 5, "byte_size": 16}', "invalid shared memory key 5"),
+    (b'{"key": "/x", "byte_size": -1}', "byte_size must be an integer >= 1, got -1"),
+    (b'{"key": "/x", "byte_size": 9223372036854775808}', "byte_size must be an integer >= 1, got 9223372036854775808"),
+    (b'{"key": "/x", "byte_size": "16"}', "byte_size must be an integer >= 1, got '16'"),
+    (b'{"key": "/x", "offset": 1.5, "byte_size": 16}', "offset must be an integer >= 0, got 1.5"),
+    (b'{"key": "/dev/shm/x", "byte_size": 16}', "invalid shared memory key '/dev/shm/x'"),
+    (b"{", "malformed JSON in the request body"),
+])
+def test_malformed_register_bodies_are_400s(server: Server, body: bytes, message: str) -> None:
+    import httpx
+
+    answer = httpx.post(f"{server.base}/v2/systemsharedmemory/region/r/register", content=body)
+    assert answer.status_code == 400, answer.text
+    assert message in answer.json()["error"]
