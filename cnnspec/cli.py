@@ -285,14 +285,15 @@ def visualize_group() -> None:
 
 @visualize_group.command("filters")
 @click.argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR", type=click.Path(path_type=Path))
-@click.option("--layer", "-l", required=True, help="A conv2d layer's name, e.g. conv1.")
+@click.option("--layer", "-l", default=None,
+              help="A conv2d layer's name, e.g. conv2.  [default: the spec's first conv2d layer]")
 @click.option("--input-channel", default="mean", show_default=True,
               help="Which input channel of each kernel to draw: a number, or 'mean' over all of them.")
 @click.option("--max-filters", type=click.IntRange(min=1), default=256, show_default=True,
               help="Draw at most this many filters (the first ones).")
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
               help="PNG file to write.  [default: filters_LAYER.png next to the checkpoint]")
-def visualize_filters(checkpoint: Path, layer: str, input_channel: str, max_filters: int, output: Path | None) -> None:
+def visualize_filters(checkpoint: Path, layer: str | None, input_channel: str, max_filters: int, output: Path | None) -> None:
     """Draw a conv layer's kernels as a grid, one small image per filter (a run directory means its
     best.pt, else last.pt)."""
     from .errors import UsageError

@@ -194,7 +194,7 @@ def test_filter_panels_one_per_kernel_in_row_order() -> None:
 
 def test_visualize_filters_conv1_draws_32_kernels(run_dir: Path, trained: trained_run.TrainedRun,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run_cli(["visualize", "filters", run_dir, "--layer", "conv1"], capsys)
+    code, out, err = run_cli(["visualize", "filters", run_dir], capsys)  # no --layer: the first conv2d
     assert (code, err) == (0, "")
     target = run_dir / "filters_conv1.png"
     assert out.strip() == str(target)
@@ -301,3 +301,18 @@ def test_visualize_feature_maps_errors(run_dir: Path, tmp_path: Path, capsys: py
     code, _, err = run_cli(["visualize", "feature-maps", run_dir, "--image", tmp_path / "text.png",
                             "--max-channels", "0"], capsys)
     assert code == 2 and "0 is not in the range x>=1" in err
+
+
+def test_without_layer_the_first_convolution_is_drawn_and_a_spec_without_one_says_so() -> None:
+    from cnnspec import parse_spec
+    from cnnspec.errors import UsageError
+
+    spec = parse_spec("name: mixed\ninput: {channels: 1, height: 8, width: 8}\nlayers:\n"
+                      "  - {type: relu, name: act}\n  - {type: conv2d, name: second, out_channels: 2, kernel_size: 3}\n"
+                      "  - {type: conv2d, name: third, out_channels: 2, kernel_size: 3}\n")
+    assert filters.first_conv_layer(spec) == "second"
+    dense = parse_spec("name: dense\ninput: {channels: 1, height: 4, width: 4}\nlayers:\n"
+                       "  - {type: flatten}\n  - {type: linear, out_features: 3}\n")
+    with pytest.raises(UsageError) as caught:
+        filters.first_conv_layer(dense)
+    assert str(caught.value) == "spec 'dense' has no conv2d layer, so no filters to draw"

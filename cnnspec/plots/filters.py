@@ -24,6 +24,15 @@ def conv_layer_names(spec: Any) -> list[str]:
     return [node.name for node in spec.nodes if node.layer.is_convolution]
 
 
+def first_conv_layer(spec: Any) -> str:
+    """The spec's first convolution layer, the one ``visualize filters`` draws without --layer."""
+    convs = conv_layer_names(spec)
+    if not convs:
+        drawable = " and ".join(name for name, cls in LAYER_TYPES.items() if cls.is_convolution)
+        raise UsageError(f"spec '{spec.name}' has no {drawable} layer, so no filters to draw")
+    return convs[0]
+
+
 def check_conv_layer(spec: Any, layer: str) -> None:
     """Raise a UsageError unless ``layer`` names a conv layer of ``spec`` (with a suggestion)."""
     convs = conv_layer_names(spec)
@@ -98,13 +107,16 @@ def layer_kernels(trained: TrainedRun, layer: str, input_channel: int | None) ->
     return weight[:, input_channel]
 
 
-def plot_filters(checkpoint: str | Path, layer: str, output: str | Path | None = None,
+def plot_filters(checkpoint: str | Path, layer: str | None = None, output: str | Path | None = None,
                  input_channel: int | None = None, max_filters: int = 256) -> Path:
     """Draw a conv layer's kernels as a grid (see ``filters_figure``); return the PNG path.
 
-    Default output: filters_<layer>.png next to the checkpoint.
+    Default layer: the spec's first convolution (a layer class with ``is_convolution``);
+    default output: filters_<layer>.png next to the checkpoint.
     """
     trained = load_run(checkpoint, command="visualize")
+    if layer is None:
+        layer = first_conv_layer(trained.spec)
     check_conv_layer(trained.spec, layer)
     output = png_path(output, trained.checkpoint.parent / f"filters_{layer}.png")
     return save_png(filters_figure(trained, layer, input_channel, max_filters), output)
