@@ -444,6 +444,8 @@ async def start_grpc_server(app: "ServingApp") -> tuple[grpc.aio.Server, int]:
         ("grpc.max_receive_message_length", settings.max_body_bytes),
         ("grpc.max_send_message_length", -1),
         ("grpc.so_reuseport", 0),
+        # a connection must finish its HTTP/2 handshake within header_timeout_s (grpc's default: 120 s)
+        ("grpc.server_handshake_timeout_ms", int(settings.header_timeout_s * 1000) or 120_000),
     ])
     handlers = tolerant_handlers(InferenceServicer(app))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))

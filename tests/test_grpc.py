@@ -29,13 +29,15 @@ from server_helpers import Server, assert_statistics_invariants, running_server
 
 MODEL = "simple_cnn"
 BODY_LIMIT = 1024 * 1024
+HANDSHAKE_TIMEOUT_S = 2.0
 
 
 @pytest.fixture(scope="module")
 def server(exported_repository: Path, tmp_path_factory: pytest.TempPathFactory):
     repo = tmp_path_factory.mktemp("grpc") / "model_repository"
     shutil.copytree(exported_repository, repo)
-    with running_server(repo, {"CNNSPEC_SERVE_MAX_BODY_BYTES": str(BODY_LIMIT)}, grpc=True) as running:
+    env = {"CNNSPEC_SERVE_MAX_BODY_BYTES": str(BODY_LIMIT), "CNNSPEC_SERVE_HEADER_TIMEOUT_S": str(HANDSHAKE_TIMEOUT_S)}
+    with running_server(repo, env, grpc=True) as running:
         yield running
 
 
@@ -357,6 +359,31 @@ def test_fuzzed_grpc_requests_never_get_a_server_error(server: Server, fuzz_chan
 def fuzz_channel(server: Server):
     with grpc.insecure_channel(server.grpc_url) as channel:
         yield channel
+
+
+def test_connections_that_never_finish_the_http2_handshake_are_closed(server: Server, client) -> None:
+    """10 TCP connections to the gRPC port, half silent, half stopping inside the HTTP/2 preface:
+    grpc closes each after header_timeout_s (its own default is 120 s)."""
+    import socket
+
+    started = time.monotonic()
+    connections = []
+    for index in range(10):
+        connection = socket.create_connection(("127.0.0.1", server.grpc_port), timeout=30)
+        if index % 2:
+            connection.sendall(b"PRI * HTTP/2.0\r\n\r\nSM")
+        connections.append(connection)
+    closed_after = []
+    for connection in connections:
+        with connection:
+            try:
+                while connection.recv(4096):
+                    pass
+            except ConnectionResetError:
+                pass
+            closed_after.append(time.monotonic() - started)
+    assert HANDSHAKE_TIMEOUT_S * 0.9 <= min(closed_after) and max(closed_after) < HANDSHAKE_TIMEOUT_S + 10, closed_after
+    assert client.is_server_live()
 
 
 def test_message_over_the_body_limit_is_resource_exhausted(client: triton.InferenceServerClient) -> None:
