@@ -5,7 +5,8 @@ memory bound.
 Each mutated text goes to one child process (tests/spec_worker.py) that runs what `cnnspec analyze`
 runs under a 1 GiB address-space limit; an answer that takes longer than HANG_S seconds counts as a
 hang. These are bounds against blow-ups (an alias bomb, a 2**63 repeat), not speed goals: a normal
-answer takes well under a second. The examples are derandomized, so CI runs the same ones each time.
+answer takes well under a second. Every shipped spec gets EXAMPLES mutations of each kind, derandomized,
+so CI runs the same ones each time.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ SPECS = sorted(p for p in (ROOT / "specs").rglob("*") if p.suffix in (".yaml", "
 MEMORY_LIMIT = 1 << 30
 HANG_S = 20
 LOCATED = re.compile(r"^\S[^\n]*:\d+:\d+: error: ", re.M)
-#: examples per test; CNNSPEC_FUZZ_EXAMPLES=2000 (and CNNSPEC_FUZZ_RANDOM=1 for new ones) searches harder
-EXAMPLES = int(os.environ.get("CNNSPEC_FUZZ_EXAMPLES", "60"))
+#: examples per spec and kind of mutation; CNNSPEC_FUZZ_EXAMPLES=100 (and CNNSPEC_FUZZ_RANDOM=1 for
+#: new ones each run) searches harder
+EXAMPLES = int(os.environ.get("CNNSPEC_FUZZ_EXAMPLES", "5"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=not os.environ.get("CNNSPEC_FUZZ_RANDOM"),
                 database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -91,8 +93,7 @@ TOKENS = ["[", "]", "{", "}", ":", ", ", "- ", "\n", "\n  - ", "\t", "'", '"', "
 
 
 @st.composite
-def mutated_text(draw: st.DrawFn) -> tuple[str, str]:
-    path = draw(st.sampled_from(SPECS))
+def mutated_text(draw: st.DrawFn, path: Path) -> str:
     text = path.read_text()
     for _ in range(draw(st.integers(1, 4))):
         at = draw(st.integers(0, len(text)))
@@ -112,14 +113,18 @@ def mutated_text(draw: st.DrawFn) -> tuple[str, str]:
                 match = draw(st.sampled_from(numbers))
                 value = draw(st.sampled_from(["0", "-3", "10" * 16, str(2**31), str(2**63), "1e30", "3.5", "''"]))
                 text = text[:match.start()] + value + text[match.end():]
-    return text, path.suffix
+    return text
 
 
+SPEC_IDS = [str(path.relative_to(ROOT / "specs")) for path in SPECS]
+
+
+@pytest.mark.parametrize("path", SPECS, ids=SPEC_IDS)
 @FUZZ
-@given(mutated_text())
-def test_text_mutations_of_shipped_specs(worker: Worker, case: tuple[str, str]) -> None:
-    text, suffix = case
-    assert_acceptable(worker.check(text, suffix), text)
+@given(data=st.data())
+def test_text_mutations_of_shipped_specs(worker: Worker, path: Path, data: st.DataObject) -> None:
+    text = data.draw(mutated_text(path))
+    assert_acceptable(worker.check(text, path.suffix), text)
 
 
 # --- structure-level mutations ----------------------------------------------------------------
@@ -153,8 +158,7 @@ def _parent(data: Any, path: tuple) -> Any:
 
 
 @st.composite
-def mutated_structure(draw: st.DrawFn) -> tuple[str, str]:
-    path = draw(st.sampled_from(SPECS))
+def mutated_structure(draw: st.DrawFn, path: Path) -> str:
     data = yaml.safe_load(path.read_text())
     for _ in range(draw(st.integers(1, 3))):
         paths = [p for p in _paths(data) if p]
@@ -173,15 +177,16 @@ def mutated_structure(draw: st.DrawFn) -> tuple[str, str]:
         elif kind == "multiply" and isinstance(parent, list):
             parent[key:key + 1] = [copy.deepcopy(parent[key]) for _ in range(draw(st.integers(2, 50)))]
     if path.suffix == ".json":
-        return json.dumps(data), ".json"
-    return yaml.safe_dump(data, sort_keys=False, width=200), ".yaml"
+        return json.dumps(data)
+    return yaml.safe_dump(data, sort_keys=False, width=200)
 
 
+@pytest.mark.parametrize("path", SPECS, ids=SPEC_IDS)
 @FUZZ
-@given(mutated_structure())
-def test_structure_mutations_of_shipped_specs(worker: Worker, case: tuple[str, str]) -> None:
-    text, suffix = case
-    assert_acceptable(worker.check(text, suffix), text)
+@given(data=st.data())
+def test_structure_mutations_of_shipped_specs(worker: Worker, path: Path, data: st.DataObject) -> None:
+    text = data.draw(mutated_structure(path))
+    assert_acceptable(worker.check(text, path.suffix), text)
 
 
 def test_every_shipped_spec_loads_in_the_worker(worker: Worker) -> None:
