@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from server_helpers import Server, running_server
 
 MODEL = "simple_cnn"
-HEADER_TIMEOUT_S = 1.0
-BODY_TIMEOUT_S = 2.0
+HEADER_TIMEOUT_S = 0.5
+BODY_TIMEOUT_S = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -125,9 +125,9 @@ def infer_requests(draw) -> tuple[bytes, bytes]:
     return b"\r\n".join(headers), body
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(request=infer_requests(), version=st.sampled_from(["", "/versions/1", "/versions/0", "/versions/99999999999999999999"]),
-       length_lie=st.sampled_from([0, 0, 0, -5, 3]))
+       length_lie=st.sampled_from([0, 0, 0, 0, 0, 0, -5, 3]))  # +3: the body never completes, a 408 after BODY_TIMEOUT_S
 def test_fuzzed_infer_requests_never_get_a_5xx(server: Server, request: tuple[bytes, bytes], version: str,
                                                length_lie: int) -> None:
     headers, body = request
