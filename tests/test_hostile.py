@@ -166,7 +166,7 @@ def test_the_limits_have_settings(in_tmp, monkeypatch, capsys):
                                     "  - {block: b, repeat: 20000}\n")
     monkeypatch.setenv("CNNSPEC_MAX_LAYERS", "20000")
     code, out, _ = run_cli(["validate", "hostile.yaml"], capsys)
-    assert (code, out) == (0, "ok  hostile.yaml  (20000 layers, 0 params, 0 MACs)\n")
+    assert (code, out) == (0, "ok  hostile.yaml  (20,000 layers, 0 params, 0 MACs)\n")
     monkeypatch.setenv("CNNSPEC_MAX_LAYERS", "lots")
     code, out, err = run_cli(["validate", "hostile.yaml"], capsys)
     assert (code, err) == (1, "error: CNNSPEC_MAX_LAYERS='lots' is not a positive integer\n"
