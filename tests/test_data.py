@@ -217,3 +217,29 @@ def test_epoch_order_is_a_function_of_seed_and_epoch_sharded_like_distributed_sa
     assert set(shards[0].tolist()) | set(shards[1].tolist()) == set(range(11))
     # Evaluation shards are exact: every image once.
     assert sorted(eval_shard(11, 0, 2).tolist() + eval_shard(11, 1, 2).tolist()) == list(range(11))
+
+
+def test_imagefolder_follows_the_order_of_the_spec_labels_and_refuses_labels_that_name_other_folders(
+        tmp_path: Path) -> None:
+    root = tmp_path / "pictures"
+    for split in ("train", "test"):
+        for value, name in ((40, "cat"), (200, "dog")):
+            _write_image(root / split / name / "0.png", value, (6, 6))
+    text = (RGB_SPEC.replace("channels: 3, height: 32, width: 32", "channels: 1, height: 4, width: 4")
+            .replace("out_features: 10", "out_features: 2"))
+    spec = load_spec(_spec(tmp_path, text.replace("layers:", "labels: [dog, cat]\nlayers:")))
+    info = dataset_for_spec("imagefolder", spec, root)
+    assert info.labels == ["dog", "cat"]  # the spec's order wins: output 0 is the folder dog/
+    images, labels = load_split("imagefolder", root, train=True, input_shape=info.input_shape, classes=info.labels)
+    by_class = {int(label): images[i].unique().tolist() for i, label in enumerate(labels)}
+    assert by_class == {0: [200], 1: [40]}  # dog's grey 200 is class 0, cat's grey 40 class 1
+    wrong = _spec(tmp_path, text.replace("layers:", "labels: [kitten, dog]\nlayers:"))
+    with pytest.raises(SpecError) as caught:
+        dataset_for_spec("imagefolder", load_spec(wrong), root)
+    assert caught.value.render() == (
+        f"{wrong}:3:9: error: the spec's labels do not name the class folders of {root / 'train'}\n"
+        "    3 | labels: [kitten, dog]\n"
+        "      |         ^\n"
+        "  expected: the 2 folder names in any order (output i is the folder named labels[i]): cat, dog\n"
+        "  received: labels without a folder: kitten; folders without a label: cat\n"
+        "  hint: rename the folders or the labels to match, or remove labels: to use the folder names in sorted order")

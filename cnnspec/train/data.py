@@ -31,7 +31,7 @@ import gzip
 import importlib.util
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .options import DatasetName
 from ..errors import CnnspecError, Diagnostic, SpecError
@@ -110,16 +110,42 @@ def dataset_info(name: str) -> DatasetInfo:
 
 def dataset_for_spec(name: str, spec: Spec, data_dir: str | Path | None = None) -> DatasetInfo:
     """The dataset as it will be fed to ``spec``'s model. For ``imagefolder``: the spec's input
-    shape, mean/std 0.5 per channel, and the class names found under ``data_dir/train``."""
+    shape, mean/std 0.5 per channel, and its classes: the folders under ``data_dir/train``, in the
+    order of the spec's ``labels`` when it has them (output i is the folder named labels[i]), else
+    sorted. Labels that do not name exactly those folders are an error, never silently replaced."""
     info = dataset_info(name)
     if name != "imagefolder":
         return info
     channels, height, width = spec.input.shape
     if channels not in (1, 3):
         raise _input_mismatch(spec, info, "channels", "1 (grey) or 3 (RGB) channels for imagefolder images")
-    classes = _folder_classes(_imagefolder_split_dir(Path(data_dir or "data"), train=True))
+    split_dir = _imagefolder_split_dir(Path(data_dir or "data"), train=True)
+    classes = _folder_classes(split_dir)
+    if spec.labels is not None:
+        classes = _classes_in_label_order(spec, classes, split_dir)
     return replace(info, channels=channels, height=height, width=width,
                    mean=(0.5,) * channels, std=(0.5,) * channels, labels=classes)
+
+
+def _classes_in_label_order(spec: Spec, folders: list[str], split_dir: Path) -> list[str]:
+    labels = [str(label) for label in spec.labels or []]
+    if sorted(labels) == folders:
+        return labels
+    no_label = [f for f in folders if f not in labels]
+    no_folder = [label for label in labels if label not in folders]
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    received = "; ".join(part for part in (
+        f"labels without a folder: {', '.join(no_folder)}" if no_folder else "",
+        f"folders without a label: {', '.join(no_label)}" if no_label else "",
+        f"labels given twice: {', '.join(twice)}" if twice else "") if part)
+    raise SpecError([Diagnostic(
+        f"the spec's labels do not name the class folders of {split_dir}",
+        spec.document.locate(("labels",)),
+        expected=f"the {len(folders)} folder names in any order (output i is the folder named labels[i]): "
+                 f"{', '.join(folders[:10])}{', ...' if len(folders) > 10 else ''}",
+        received=received,
+        hint="rename the folders or the labels to match, or remove labels: to use the folder names in sorted order",
+    )], spec.text)
 
 
 def check_spec_matches(spec: Spec, info: DatasetInfo, output_shape: tuple[int, ...] | None = None) -> None:
@@ -199,10 +225,11 @@ def per_channel(values: tuple[float, ...], channels: int) -> list[float]:
 
 def load_split(name: str, data_dir: str | Path | None, train: bool, download: bool = False, *,
                input_shape: tuple[int, int, int] | None = None, workers: int = 0,
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+               classes: Sequence[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The training (``train=True``) or test split of a dataset: uint8 images [N, C, H, W] and
     int64 labels [N]. ``input_shape`` (C, H, W) is required for ``imagefolder``; ``workers`` decode
-    its images in parallel."""
+    its images in parallel; ``classes`` is its class order (``dataset_for_spec(...).labels``;
+    default: the train/ folders, sorted)."""
     dataset_info(name)
     data_dir = Path(data_dir) if data_dir is not None else Path("data")
     if name == "mnist_sample":
@@ -210,7 +237,7 @@ def load_split(name: str, data_dir: str | Path | None, train: bool, download: bo
     if name == "imagefolder":
         if input_shape is None:
             raise DatasetError("imagefolder needs the spec's input shape to resize its images")
-        return _load_imagefolder(data_dir, train, input_shape, workers)
+        return _load_imagefolder(data_dir, train, input_shape, workers, classes)
     return _load_torchvision(name, data_dir, train, download)
 
 
@@ -376,11 +403,15 @@ class _DecodedImages:
 
 
 def _load_imagefolder(root: Path, train: bool, shape: tuple[int, int, int], workers: int,
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+                      classes: Sequence[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     import torch
     from torch.utils.data import DataLoader
 
-    classes = _folder_classes(_imagefolder_split_dir(root, train=True))
+    folders = _folder_classes(_imagefolder_split_dir(root, train=True))
+    if classes and sorted(classes) != folders:
+        raise DatasetError(f"imagefolder: the classes {', '.join(classes)} are not the folders of {root}/train: "
+                           f"{', '.join(folders)}")
+    classes = list(classes) if classes else folders
     files, targets = _image_files(_imagefolder_split_dir(root, train), classes)
     loader = DataLoader(_DecodedImages(files, shape), batch_size=256, num_workers=workers)
     images = torch.cat(list(loader)) if len(files) else torch.empty((0, *shape), dtype=torch.uint8)

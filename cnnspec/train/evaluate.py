@@ -111,7 +111,8 @@ def evaluate_run(source: str | Path, *, dataset: str | None = None, data_dir: st
     check_spec_matches(trained.spec, info, tuple(trained.analysis.output_shape))
     info = replace(info, mean=trained.mean, std=trained.std)  # the model's own preprocessing, whatever the data
     labels = trained.labels
-    images, targets = load_split(name, folder, train=False, download=download, input_shape=info.input_shape)
+    images, targets = load_split(name, folder, train=False, download=download, input_shape=info.input_shape,
+                                 classes=info.labels)
     logits = predict_logits(trained.model, images, Normalizer(info), PREDICT_BATCH)
     probabilities = logits.softmax(1)
     confidence, predicted = probabilities.max(1)

@@ -192,7 +192,8 @@ class Run:
             if download and self.context.distributed and not self.context.is_main:
                 distributed.barrier(self.context)
             images, labels = load_split(self.options.dataset, self.options.data_dir, train, download,
-                                        input_shape=self.info.input_shape, workers=self.options.workers)
+                                        input_shape=self.info.input_shape, workers=self.options.workers,
+                                        classes=self.info.labels)
             if download and self.context.distributed and self.context.is_main:
                 distributed.barrier(self.context)
             splits.append(self._place(Split(images, labels)))
