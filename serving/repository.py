@@ -136,6 +136,9 @@ class ModelEntry:
     versions: dict[int, LoadedVersion] = field(default_factory=dict)
     state: str = "UNAVAILABLE"
     reason: str = ""
+    #: False once unloaded on request (or removed from the repository): the server is no longer
+    #: asked to serve it, so it does not count against the server's readiness.
+    wanted: bool = True
     arrivals: Arrivals = field(default_factory=Arrivals)  # bodies still being read (the batcher may wait)
 
     @property
@@ -177,7 +180,9 @@ class ModelTable:
         return entry
 
     def ready(self) -> bool:
-        return all(e.state == "READY" for e in self.entries.values())
+        """Every model the server is asked to serve is ready (as Triton's server readiness): one that
+        was unloaded on request does not take a replica whose other models serve out of rotation."""
+        return all(e.state == "READY" for e in self.entries.values() if e.wanted)
 
     def load_all_sync(self) -> None:
         """Startup: load every model in the repository; any failure stops the server (fail fast)."""
@@ -199,7 +204,7 @@ class ModelTable:
         entry = self.entry(name)
         async with self._locks.setdefault(name, asyncio.Lock()):
             old = entry.versions
-            entry.versions, entry.state, entry.reason = {}, "UNAVAILABLE", "unloaded"
+            entry.versions, entry.state, entry.reason, entry.wanted = {}, "UNAVAILABLE", "unloaded", False
             for number in old:
                 self.metrics.model_ready.labels(name, str(number)).set(0)
             self._retire(old.values())
@@ -228,7 +233,7 @@ class ModelTable:
                               model_metrics, stats, entry.arrivals)
             loaded[number] = LoadedVersion(version, batcher, stats)
         old = entry.versions
-        entry.config, entry.versions, entry.state, entry.reason = config, loaded, "READY", ""
+        entry.config, entry.versions, entry.state, entry.reason, entry.wanted = config, loaded, "READY", "", True
         for number in old:
             if number not in loaded:
                 self.metrics.model_ready.labels(name, str(number)).set(0)
@@ -282,4 +287,4 @@ class ModelTable:
 
     def not_ready_reason(self) -> str:
         return "; ".join(f"{e.name}: {e.state.lower()} {e.reason}".strip() for e in self.entries.values()
-                         if e.state != "READY")
+                         if e.state != "READY" and e.wanted)

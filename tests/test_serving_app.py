@@ -347,7 +347,8 @@ def test_unload_load_and_repository_index(repo: Path) -> None:
         async with serving_client(ServeSettings(model_repository=repo)) as (_, client):
             assert (await client.post("/v2/repository/models/simple_cnn/unload", json={})).status_code == 200
             assert (await client.get(f"/v2/models/{MODEL}/ready")).status_code == 404
-            assert (await client.get("/v2/health/ready")).status_code == 503
+            # the server serves every model it is asked to: an unloaded one is not asked for
+            assert (await client.get("/v2/health/ready")).json() == {"ready": True}
             gone = await client.post(f"/v2/models/{MODEL}/infer", json=body)
             assert gone.status_code == 404 and "is not ready (unavailable: unloaded)" in gone.json()["error"]
             assert (await client.post("/v2/repository/index")).json() == [
@@ -367,6 +368,29 @@ def test_unload_load_and_repository_index(repo: Path) -> None:
             assert [(m["name"], m.get("version")) for m in index] == [("digits_b", "1"), ("digits_b", "2"), (MODEL, "1"), (MODEL, "2")]
             other = await client.post("/v2/models/digits_b/infer", json=body)
             assert other.status_code == 200 and other.json()["model_name"] == "digits_b"
+
+    asyncio.run(run())
+
+
+def test_unloading_one_model_leaves_the_server_ready_for_the_others(repo: Path) -> None:
+    """A Kubernetes readiness probe on /v2/health/ready must not take a replica out of rotation
+    because one of its models was unloaded on request."""
+    copy_model(repo, "digits_b")
+    body = infer_body(images(1))
+
+    async def run() -> None:
+        async with serving_client(ServeSettings(model_repository=repo)) as (app, client):
+            assert (await client.post("/v2/repository/models/digits_b/unload")).status_code == 200
+            ready = await client.get("/v2/health/ready")
+            assert (ready.status_code, ready.json()) == (200, {"ready": True}) and app.is_ready()
+            assert (await client.get("/v2/models/digits_b/ready")).status_code == 404
+            assert (await client.get(f"/v2/models/{MODEL}/ready")).status_code == 200
+            assert (await client.post(f"/v2/models/{MODEL}/infer", json=body)).status_code == 200
+            assert (await client.post("/v2/repository/models/digits_b/load")).status_code == 200
+            assert (await client.get("/v2/health/ready")).status_code == 200
+            app.table.entries["digits_b"].state = "UNAVAILABLE"  # a model it is asked to serve, not serving
+            not_ready = await client.get("/v2/health/ready")
+            assert (not_ready.status_code, not_ready.json()) == (503, {"ready": False, "error": "digits_b: unavailable"})
 
     asyncio.run(run())
 
