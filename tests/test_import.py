@@ -259,3 +259,36 @@ def test_an_onnx_node_without_a_layer_type_is_named(tmp_path: Path, capsys: pyte
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "erf.onnx"))
     code, _, err = run_cli(["import", tmp_path / "erf.onnx", "-o", tmp_path / "x.yaml"], capsys)
     assert (code, err) == (1, "error: cannot import ONNX node 'erf0' (Erf): no cnnspec layer type imports it\n")
+
+
+# --- timm (a dev dependency) ---------------------------------------------------------------------
+
+TIMM_EXACT = ["resnet18", "resnet50", "resnext50_32x4d"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TIMM_EXACT[:1])
+def test_timm_resnets_import_exactly(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import timm  # a dev dependency; the README lists the timm families that import
+    torch.manual_seed(0)
+    source = timm.create_model(name, pretrained=False).eval()
+    randomize(source, 8)
+    torch.save(source.state_dict(), tmp_path / "timm.pt")
+    code, _, err = run_cli(["import", f"timm:{name}", "--state-dict", tmp_path / "timm.pt", "-o", tmp_path / "t.yaml",
+                            "--weights", tmp_path / "t.pt"], capsys)
+    assert code == 0, err
+    analysis = cnnspec.analyze(cnnspec.load_spec(tmp_path / "t.yaml"))
+    assert analysis.totals()["params"] == sum(p.numel() for p in source.parameters())
+    model = cnnspec.build_model(analysis).eval()
+    model.load_state_dict(torch.load(tmp_path / "t.pt", weights_only=True))
+    example = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert (model(example) - source(example)).abs().max().item() <= 1e-5
+
+
+def test_a_timm_family_that_does_not_import_says_what_stops_it(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(["import", "timm:mobilenetv3_small_100", "-o", tmp_path / "x.yaml"], capsys)
+    assert code == 1
+    assert err.startswith("error: ") and "bn1 (BatchNormAct2d)" in err
+    assert not (tmp_path / "x.yaml").exists()
