@@ -29,7 +29,7 @@ from .http import (ClientDisconnected, Receive, RequestHeaders, Send, compress, 
                    send_error)
 from .metrics import Metrics
 from .protocol import build_infer_response, parse_infer_request, parse_json_object
-from .repository import ModelTable, parse_version
+from .repository import LoadedVersion, ModelTable, parse_version
 from .settings import ServeSettings
 from .shared_memory import SharedMemoryRegions
 
@@ -344,17 +344,27 @@ class ServingApp:
         version = parse_version(request.path_params.get("version"))
         metrics = self.metrics.for_model(entry.name)
         status = 200
+        loaded: LoadedVersion | None = None
+        classified = None
         try:
             body = await read_body(request.receive, RequestHeaders(request.scope["headers"]),
                                    self.settings.max_body_bytes)
-            result = await classify_upload(request, body, entry, version, self.settings)
-            return json_response(result)
+            loaded = entry.resolve(version)  # whose statistics a failure counts against
+            classified = await classify_upload(request, body, entry, version, self.settings)
+            loaded = classified.loaded
+            return json_response(classified.result)
         except ServingError as error:
             status = error.status
             raise
         finally:
+            elapsed = perf_counter() - started
             metrics.outcome(status).inc()
-            metrics.classify_latency.observe(perf_counter() - started)
+            metrics.classify_latency.observe(elapsed)
+            if loaded is not None:  # counted as /infer requests are (Triton's statistics extension)
+                if classified is not None and status < 400:
+                    loaded.stats.record_success(int(elapsed * 1e9), classified.timing)
+                else:
+                    loaded.stats.record_failure(int(elapsed * 1e9))
 
     async def infer_fallback(self, request: Request) -> Response:
         # POSTs are taken by the fast path in __call__; this route exists so other methods get 405.

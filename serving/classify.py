@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,14 +23,24 @@ from cnnspec.deploy.model_card import ModelCard, ModelCardError
 
 from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from .model import ModelVersion
-from .repository import ModelEntry
+from .repository import LoadedVersion, ModelEntry
 from .settings import ServeSettings
+from .statistics import Timing
 
 IMAGE_FORMATS = ("PNG", "JPEG")
 
 
+@dataclass
+class Classified:
+    """What classify_upload answered, and with which version and timing (for the statistics)."""
+
+    result: dict[str, Any]
+    loaded: LoadedVersion
+    timing: Timing
+
+
 async def classify_upload(request: Request, body: bytes, entry: ModelEntry, version: int | None,
-                          settings: ServeSettings) -> dict[str, Any]:
+                          settings: ServeSettings) -> Classified:
     """Decode, preprocess, run through the batcher, and rank the classes."""
     k = _top_k_parameter(request.query_params.get("k", "5"))
     image = await _image_bytes(request, body, settings.max_body_bytes)
@@ -45,8 +56,8 @@ async def classify_upload(request: Request, body: bytes, entry: ModelEntry, vers
     index = next((i for i, o in enumerate(model.outputs) if o.name == card.output_name), 0)
     probabilities = card.probabilities(np.asarray(outputs[index]).reshape(1, -1))
     labels = list(model.labels) or list(card.labels)
-    return {"model_name": model.name, "model_version": str(model.version),
-            "predictions": top_k(probabilities, labels, k)[0]}
+    return Classified({"model_name": model.name, "model_version": str(model.version),
+                       "predictions": top_k(probabilities, labels, k)[0]}, loaded, outputs.timing)
 
 
 def _card(model: ModelVersion) -> ModelCard:

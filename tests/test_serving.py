@@ -419,6 +419,21 @@ def test_metrics_and_statistics_count_requests(server: Server, client: triton.In
     assert any(b["batch_size"] == 4 for b in stats["batch_stats"])
 
 
+def test_classify_requests_count_in_the_statistics_as_infer_requests_do(server: Server, client) -> None:
+    since_ms = int(time.time() * 1000)
+    before = client.get_inference_statistics(MODEL)["model_stats"][0]
+    png, _ = mnist_png(3)
+    for k in (1, 3):
+        answer = httpx.post(f"{server.base}/v2/models/{MODEL}/classify?k={k}", content=png,
+                            headers={"Content-Type": "image/png"})
+        assert answer.status_code == 200, answer.text
+    broken = httpx.post(f"{server.base}/v2/models/{MODEL}/classify", content=b"not an image",
+                        headers={"Content-Type": "image/png"})
+    assert broken.status_code == 400
+    after = client.get_inference_statistics(MODEL)["model_stats"][0]
+    assert_statistics_invariants(before, after, successes=2, rows=2, failures=1, max_batch_size=64, since_ms=since_ms)
+
+
 def test_statistics_hold_the_invariants_perf_analyzer_relies_on(server: Server, client) -> None:
     """A mixed load (JSON and binary, batch 1 to 8, concurrent so the batcher coalesces, plus requests
     that fail), then Triton's statistics must add up as Triton defines them."""
