@@ -7,6 +7,7 @@ Flags override ``CNNSPEC_SERVE_*`` environment variables, which override the def
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import Any, Sequence
 
@@ -16,13 +17,23 @@ from .errors import ServingError
 from .settings import ServeSettings, command_line_flags
 
 
+DESCRIPTION = ("Serve a model repository (the folder cnnspec export writes) with the KServe Open Inference "
+               "Protocol (V2) over HTTP (and gRPC with --grpc-port), with dynamic batching. Flags override CNNSPEC_SERVE_* environment "
+               "variables, which override the defaults; 'cnnspec serve MODEL_REPO' starts the same server.")
+
+
+def plain_text(text: str) -> str:
+    """Docstring markup as a terminal shows it: ``code`` -> code, `code` -> 'code'."""
+    return re.sub(r"`([^`]+)`", r"'\1'", re.sub(r"``([^`]+)``", r"\1", text))
+
+
 def parse_args(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Command-line flags -> settings overrides (only the flags given). One flag per setting, from
     ServeSettings (serving.settings.command_line_flags)."""
-    parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m serving", description=DESCRIPTION)
     for flag in command_line_flags():
         shown = "required" if flag.required else "unset" if flag.default is None else f"default {flag.default}"
-        help_text = f"{flag.help} ({shown})".replace("%", "%%")
+        help_text = plain_text(f"{flag.help} ({shown})").replace("%", "%%")
         if flag.kind is bool:
             parser.add_argument(flag.option, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:

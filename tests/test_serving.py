@@ -465,7 +465,8 @@ def test_sigterm_finishes_an_open_request_then_exits_cleanly(exported_repository
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "cnnspec", "serve", str(exported_repository), "--port", str(port),
-         "--log-level", "warning"], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+         "--log-level", "info", "--access-log"], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
     try:
         wait_ready(f"http://127.0.0.1:{port}", process)
         body = json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32",
@@ -486,10 +487,19 @@ def test_sigterm_finishes_an_open_request_then_exits_cleanly(exported_repository
                 answer += chunk
         assert answer.startswith(b"HTTP/1.1 200")
         assert process.wait(timeout=30) == 0
+        lines = process.stdout.read().splitlines()
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
+    # one log format: uvicorn's own lines (uvicorn.error, uvicorn.access) look like the service's
+    shape = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING|ERROR) [a-z_.]+: \S")
+    assert lines and [line for line in lines if not shape.match(line)] == [], lines
+    names = {line.split()[3] for line in lines}
+    assert {"serving:", "uvicorn:", "uvicorn.access:"} <= names, names
+    assert any(line.endswith(" INFO uvicorn: Application startup complete.") for line in lines), lines
+    startup = next(line for line in lines if " serving: serving " in line)
+    assert startup.endswith(f"; try: curl http://127.0.0.1:{port}/v2/health/ready"), startup
 
 
 def test_shared_memory_is_off_by_default(server: Server, client: triton.InferenceServerClient) -> None:

@@ -475,3 +475,23 @@ def test_shutdown_drains_queued_batches(exported_repository: Path) -> None:
     shapes, late_status = asyncio.run(run())
     assert shapes == [(4, 10)] * 30
     assert late_status == 503
+
+
+def test_python_m_serving_help_is_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--help"])
+    out = capsys.readouterr().out
+    assert exited.value.code == 0 and "`" not in out
+    assert " ".join(out.split("\n\n")[1].split()) == (
+        "Serve a model repository (the folder cnnspec export writes) with the KServe Open Inference Protocol "
+        "(V2) over HTTP (and gRPC with --grpc-port), with dynamic batching. Flags override CNNSPEC_SERVE_* "
+        "environment variables, which override the defaults; 'cnnspec serve MODEL_REPO' starts the same server.")
+    assert "Folder written by 'cnnspec export' (Triton layout)." in " ".join(out.split())
+
+
+def test_the_startup_line_names_a_url_a_local_client_can_reach() -> None:
+    from serving.server import local_url
+
+    assert local_url("0.0.0.0", 8000) == "http://127.0.0.1:8000"
+    assert local_url("::", 8000) == "http://[::1]:8000"
+    assert local_url("10.1.2.3", 9000) == "http://10.1.2.3:9000"
