@@ -190,15 +190,7 @@ class ServingApp:
             status = 500  # a bug or a cancellation; __call__ logs and answers it
             raise
         finally:
-            elapsed = perf_counter() - started
-            metrics.inflight.dec()
-            metrics.outcome(status).inc()
-            metrics.latency.observe(elapsed)
-            if loaded is not None:
-                if status < 400:
-                    loaded.stats.record_success(int(elapsed * 1e9), outputs.timing, serialize_ns)
-                else:
-                    loaded.stats.record_failure(int(elapsed * 1e9))
+            metrics.finish_inference(status, perf_counter() - started, loaded, outputs, serialize_ns)
 
     # --- everything else: Starlette routes ----------------------------------------------------------
 

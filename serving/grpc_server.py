@@ -300,7 +300,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         version = parse_version(request.model_version)
         metrics = self.app.metrics.for_model(entry.name)
         metrics.inflight.inc()
-        status, loaded = 200, None
+        status, loaded, outputs, serialize_ns = 200, None, None, 0
         try:
             if self.app.stopping:
                 raise Unavailable("the server is shutting down")
@@ -320,15 +320,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             status = 500
             raise
         finally:
-            elapsed = perf_counter() - started
-            metrics.inflight.dec()
-            metrics.outcome(status).inc()
-            metrics.latency.observe(elapsed)
-            if loaded is not None:
-                if status < 400:
-                    loaded.stats.record_success(int(elapsed * 1e9), outputs.timing, serialize_ns)
-                else:
-                    loaded.stats.record_failure(int(elapsed * 1e9))
+            metrics.finish_inference(status, perf_counter() - started, loaded, outputs, serialize_ns)
 
     def _resolve(self, name: str, version: str):
         entry = self.table.entry(name)

@@ -82,3 +82,16 @@ class ModelMetrics:
 
     def outcome(self, status: int) -> Any:
         return self.success if status < 400 else self.client_error if status < 500 else self.server_error
+
+    def finish_inference(self, status: int, elapsed_s: float, loaded: Any, outputs: Any, serialize_ns: int) -> None:
+        """Account for one finished infer request, over HTTP or gRPC alike: the Prometheus series,
+        and Triton's statistics of the version that ran it (``loaded``, None when it was never
+        resolved): success with its queue and compute times, or failure."""
+        self.inflight.dec()
+        self.outcome(status).inc()
+        self.latency.observe(elapsed_s)
+        if loaded is not None:
+            if status < 400:
+                loaded.stats.record_success(int(elapsed_s * 1e9), outputs.timing, serialize_ns)
+            else:
+                loaded.stats.record_failure(int(elapsed_s * 1e9))
