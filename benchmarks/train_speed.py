@@ -105,10 +105,16 @@ def chapter_loop(data_dir: Path, epochs: int, batch_size: int, seed: int) -> tup
     return len(train_dataset) * epochs / training_seconds, correct / len(test_dataset)
 
 
+RUNS: Path | None = None
+"""Where cnnspec_run puts its run directories: a temporary folder that main removes at the end,
+or ``--keep-runs DIR``."""
+
+
 def cnnspec_run(data_dir: Path, epochs: int, batch_size: int, seed: int, threads: int,
                 precision: str, augment: list[str] = ()) -> tuple[float, float, Path]:
     """``cnnspec train`` in its own process: (training images/s over all epochs, last eval accuracy)."""
-    out = Path(tempfile.mkdtemp(prefix="train_speed_")) / "run"
+    assert RUNS is not None, "main() sets RUNS"
+    out = Path(tempfile.mkdtemp(prefix="train_speed_", dir=RUNS)) / "run"
     command = [sys.executable, "-m", "cnnspec", "train", str(REPO / "specs" / "simple_cnn.yaml"),
                "--dataset", "mnist", "--data-dir", str(data_dir), "--out", str(out), "--epochs", str(epochs),
                "--batch-size", str(batch_size), "--optimizer", "adam", "--lr", "0.001", "--seed", str(seed),
@@ -132,8 +138,21 @@ def main() -> None:
     parser.add_argument("--precision", nargs="+", default=["auto", "fp32"], choices=["auto", "fp32", "bf16"],
                         help="cnnspec runs to measure (auto picks bf16 on CPUs with native bf16)")
     parser.add_argument("--no-augment-costs", action="store_true", help="skip the per-augmentation runs")
+    parser.add_argument("--keep-runs", type=Path, default=None,
+                        help="keep the run directories under this folder (default: a temporary folder, removed)")
     args = parser.parse_args()
+    global RUNS
+    if args.keep_runs is not None:
+        args.keep_runs.mkdir(parents=True, exist_ok=True)
+        RUNS = args.keep_runs
+        measure(args)
+        return
+    with tempfile.TemporaryDirectory(prefix="train_speed_") as runs:
+        RUNS = Path(runs)
+        measure(args)
 
+
+def measure(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
@@ -154,8 +173,9 @@ def main() -> None:
         print(f"{name:34}{speed:>16,.0f}{accuracy:>15.2%}{speed / base_speed:>12.2f}x")
     print(f"target: cnnspec train (default precision auto) >= 3x the chapter loop with equal or better accuracy; "
           f"load average after: {os.getloadavg()[0]:.1f}")
-    for precision, _, _, out in results:
-        print(f"run directory ({precision}): {out}")
+    if args.keep_runs is not None:
+        for precision, _, _, out in results:
+            print(f"run directory ({precision}): {out}")
     if not args.no_augment_costs:
         augment_costs(args, base_speed)
 
