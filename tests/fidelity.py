@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import weakref
-from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
@@ -231,11 +230,15 @@ def assert_envelope(analysis: Analysis, target: int) -> None:
     """A field that is an envelope (``exact`` false: a transposed conv or an upsampling, whose
     units differ by phase), measured at the spec's input size: back-propagate each row of layer
     ``target``'s output (for the H axis), then each column (W). Each unit's measured extent must lie
-    inside its envelope [start + u*jump -/+ (size-1)/2]; where a whole period of units (the jump's
-    denominator) has an envelope inside the image, each edge of the envelope must be reached by one
-    of them. A pixel whose gradient is under 1e-6 of the largest is a float rounding residue
-    (bilinear weights of 1e-8 where the source position is whole), not part of the field; a unit
-    that reads no input (only a bias) has no extent."""
+    inside its envelope [start + u*jump -/+ (size-1)/2]; where units of every phase u mod P (P the
+    field's period, ``len(axis.phases)``; 1 when all units are alike) that reads input have an
+    envelope inside the image, each edge of the envelope must be reached by one of them. (The
+    period is not the jump's denominator: a stride-2 transposed conv after a stride-6 field has
+    jump 3 and two phases, of which only one reaches the edges.) A pixel whose gradient is under
+    1e-6 of the largest of any unit along the axis is a float rounding residue (bilinear weights of
+    1e-8 where the source position is whole), not part of the field; the largest of the unit itself
+    would not do: a unit whose true reads are all zero padding then shows its residue as its field.
+    A unit that reads no input (only a bias, or only padding) has no extent."""
     report = analysis.layers[target]
     prefix = Analysis(analysis.spec, analysis.layers[: target + 1])
     model = CompiledModel(analysis.spec, prefix)
@@ -247,13 +250,18 @@ def assert_envelope(analysis: Analysis, target: int) -> None:
     field = report.receptive_field
     for axis_index, axis in enumerate((field.height, field.width)):
         length = analysis.input_shape[1 + axis_index]
-        left_gaps, right_gaps = [], []
+        period = len(axis.phases) if axis.phases is not None else 1
+        reading = {phase for phase in range(period) if axis.phases is None or axis.phases[phase] is not None}
+        left_gaps, right_gaps, inside = [], [], set()
+        masses = []
         for unit in range(report.output_shape[1 + axis_index]):
             x.grad = None
             output[0, :, unit].sum().backward(retain_graph=True) if axis_index == 0 else \
                 output[0, :, :, unit].sum().backward(retain_graph=True)
-            mass = x.grad.abs().sum(dim=(0, 1)).sum(dim=1 - axis_index)
-            hit = torch.nonzero(mass > 1e-6 * mass.max()).flatten() if mass.max() > 0 else []
+            masses.append(x.grad.abs().sum(dim=(0, 1)).sum(dim=1 - axis_index))
+        largest = max(float(mass.max()) for mass in masses)
+        for unit, mass in enumerate(masses):
+            hit = torch.nonzero(mass > 1e-6 * largest).flatten() if largest > 0 else []
             if not len(hit):
                 continue
             low, high = int(hit.min()), int(hit.max())
@@ -264,5 +272,6 @@ def assert_envelope(analysis: Analysis, target: int) -> None:
             if envelope_low >= 0 and envelope_high <= length - 1:
                 left_gaps.append(low - envelope_low)
                 right_gaps.append(envelope_high - high)
-        if len(left_gaps) >= Fraction(axis.jump).limit_denominator(1000).denominator:
+                inside.add(unit % period)
+        if reading and inside == reading:
             assert min(left_gaps) == 0 and min(right_gaps) == 0, (report.name, "HW"[axis_index], left_gaps, right_gaps)

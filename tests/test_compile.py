@@ -614,6 +614,13 @@ def resampling_layer() -> st.SearchStrategy:
 @given(st.lists(resampling_layer(), min_size=2, max_size=4))
 @example([{"type": "conv_transpose2d", "out_channels": 2, "kernel_size": 1, "stride": 2},  # odd units: bias only
           {"type": "conv2d", "out_channels": 2, "kernel_size": 1, "stride": 2, "padding": 1}])  # reads only those
+@example([{"type": "maxpool2d", "kernel_size": 2},  # jump 6 before a stride-2 transposed conv: jump 3 but
+          {"type": "conv2d", "out_channels": 2, "kernel_size": 3, "stride": 3, "padding": 1},  # two phases; only
+          {"type": "conv2d", "out_channels": 2, "kernel_size": 2, "stride": 1, "padding": 0},  # an odd unit fits
+          {"type": "conv_transpose2d", "out_channels": 2, "kernel_size": 3, "stride": 2, "padding": 0,  # in the
+           "dilation": 1}])  # image, and odd units reach neither edge of the envelope (even units do)
+@example([{"type": "conv2d", "out_channels": 2, "kernel_size": 1, "stride": 1, "padding": 1},  # unit 1 reads
+          {"type": "upsample", "scale_factor": 3, "mode": "bilinear"}])  # padding only, with a 1e-8 residue beside
 def test_fields_through_resampling_chains_equal_the_gradient_unit_by_unit(layers: list[dict]):
     """Transposed convs, upsamplings, convs and pools in any order, on a 20x20 image: the field
     is computed phase by phase, so an envelope holds every unit's measured field with both edges
