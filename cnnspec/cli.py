@@ -502,11 +502,34 @@ def evaluate_command(source: Path, dataset: str | None, data_dir: Path | None, o
 # --- export and predict (cnnspec/export/, deploy/; torch/onnx imported there) --
 
 def _wide_console(stderr: bool = False) -> object:
-    """A rich console that does not squeeze report tables to 80 columns when output is a pipe."""
+    """A rich console that does not squeeze report tables to 80 columns when output is a pipe, and
+    then does not end lines in the spaces rich pads titles with."""
     from rich.console import Console
 
     console = Console(stderr=stderr)
-    return console if console.is_terminal else Console(stderr=stderr, width=140)
+    if console.is_terminal:
+        return console
+    return Console(file=_StrippedLines(sys.stderr if stderr else sys.stdout), width=140, color_system=None)
+
+
+class _StrippedLines:
+    """A text stream that writes whole lines to ``target`` without their trailing spaces."""
+
+    def __init__(self, target: object):
+        self.target = target
+        self.pending = ""
+
+    def write(self, text: str) -> int:
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            self.target.write(line.rstrip() + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    def isatty(self) -> bool:
+        return False
 
 
 @cli.command("export")

@@ -86,6 +86,8 @@ def test_predict_table_output(repo: Path, digit_files: list[tuple[Path, int]],
     assert code == 0, err
     row = next(line for line in out.splitlines() if path.name in line)
     assert f" {label} " in row and "%" in row
+    assert out.splitlines()[0] == f"predictions of {repo / 'simple_cnn' / '1' / 'model.onnx'}"  # no padding
+    assert [line for line in out.splitlines() if line != line.rstrip()] == []
 
 
 def test_file_preprocessing_equals_training_normalisation() -> None:

@@ -117,10 +117,12 @@ def render(results: list[dict[str, Any]], model: Path, format_: str) -> Any:
     """JSON text, or a rich table with one row per image."""
     if format_ == "json":
         return json.dumps({"model": str(model), "results": results}, indent=2)
+    from rich.console import Group
     from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=f"predictions of {escape(str(model))}", title_justify="left")
+    table = Table()
     table.add_column("image")
     table.add_column("top-1")
     table.add_column("probability", justify="right")
@@ -132,4 +134,5 @@ def render(results: list[dict[str, Any]], model: Path, format_: str) -> Any:
         best, *rest = entry["predictions"]
         others = ", ".join(f"{escape(p['label'])} {p['probability']:.1%}" for p in rest)
         table.add_row(escape(entry["image"]), escape(best["label"]), f"{best['probability']:.2%}", others)
-    return table
+    # the title on a line of its own: as a table title it would wrap at the table's width
+    return Group(Text(f"predictions of {model}"), table)
