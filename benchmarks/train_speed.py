@@ -15,9 +15,11 @@ its default ``--precision auto`` (bf16 mixed precision on CPUs with native bf16,
 with ``--precision fp32``, so that the gain of the data path and memory layout alone is visible. Both sides use the same number of
 CPU threads (``--threads``, default: every core this process may use).
 
-Then it measures what each augmentation costs: ``cnnspec train --precision auto`` once more per
-transform of ``AUGMENTATIONS`` (one typical configuration each), same data and epochs, and prints
-its images/s and its cost against the run without augmentation (``--no-augment-costs`` skips it).
+Then it measures what each augmentation of ``AUGMENTATIONS`` (one typical configuration each)
+costs, in one process: the real training step without and with it, and the transform alone on
+the same batches, interleaved in rounds so that the load of a shared machine hits every variant
+alike (separate training processes differ more by load than by augmentation);
+``--no-augment-costs`` skips it.
 
     python benchmarks/train_speed.py               # 1 epoch: a few minutes on 2 cores
     python benchmarks/train_speed.py --epochs 3    # the chapter's full experiment
@@ -181,21 +183,58 @@ def measure(args: argparse.Namespace) -> None:
 
 
 def augment_costs(args: argparse.Namespace, base_speed: float) -> None:
-    """Each augmentation alone, then all of them, against a plain run measured in the same loop."""
-    runs = [("none", [])] + [(text.split(",")[0].split(":")[1].strip(), [text]) for text in AUGMENTATIONS]
-    runs.append(("all of the above", list(AUGMENTATIONS)))
-    measured = []
-    for name, augment in runs:
-        print(f"cnnspec train --augment {name}:", flush=True)
-        speed, accuracy, _ = cnnspec_run(args.data_dir, args.epochs, args.batch_size, args.seed, args.threads,
-                                         "auto", augment)
-        measured.append((name, speed, accuracy))
-    plain = measured[0][1]
+    """What each augmentation adds to a training step, measured in one process and interleaved
+    (rounds of: the real ``Run._step`` without augmentation, then with each transform, then the
+    transform alone on the same batches), so the machine's load hits every variant alike."""
+    import io
+    import statistics
+
+    import torch
+
+    sys.path.insert(0, str(REPO))  # this checkout's cnnspec, as the subprocess runs use
+    from cnnspec.train.augment import Augmenter, parse_augment
+    from cnnspec.train.loop import Run, Tally
+
+    out = Path(tempfile.mkdtemp(prefix="train_speed_augment_")) / "run"
+    run = Run(REPO / "specs" / "simple_cnn.yaml", out, {"dataset": "mnist", "data_dir": str(args.data_dir),
+                                                        "device": "cpu", "batch_size": args.batch_size},
+              reporter_out=io.StringIO())
+    variants = {"none": Augmenter([], args.seed)}
+    variants.update({text.split(",")[0].split(":")[1].strip(): Augmenter(parse_augment([_flow(text)]), args.seed)
+                     for text in AUGMENTATIONS})
+    variants["all of the above"] = Augmenter(parse_augment([_flow(t) for t in AUGMENTATIONS]), args.seed)
+    batches = torch.randperm(len(run.train_split), generator=torch.Generator().manual_seed(0)).split(args.batch_size)[:100]
+    step_ms: dict[str, list[float]] = {name: [] for name in variants}
+    alone_ms: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(5):
+        for name, augment in variants.items():
+            run.augment = augment
+            tally = Tally.zeros(run.device)
+            started = time.perf_counter()
+            for step, index in enumerate(batches):
+                run._step(index, tally, 0, step)
+            step_ms[name].append((time.perf_counter() - started) / len(batches) * 1e3)
+            started = time.perf_counter()
+            for step, index in enumerate(batches):
+                if augment:
+                    augment(run.train_split.images[index], 0, step)
+            alone_ms[name].append((time.perf_counter() - started) / len(batches) * 1e3)
+    plain = statistics.median(step_ms["none"])
     print()
-    print(f"{'augmentation (precision auto)':34}{'train images/s':>16}{'test accuracy':>15}{'vs none':>10}{'vs chapter':>12}")
-    for name, speed, accuracy in measured:
-        print(f"{name:34}{speed:>16,.0f}{accuracy:>15.2%}{speed / plain - 1:>+10.1%}{speed / base_speed:>11.2f}x")
-    print(f"load average after: {os.getloadavg()[0]:.1f}")
+    print(f"augmentation cost per batch of {args.batch_size} (median of 5 interleaved rounds of 100 steps, "
+          f"{torch.get_num_threads()} thread(s), precision {run.precision.label})")
+    print(f"{'augmentation':26}{'alone ms':>10}{'% of a step':>13}{'step ms':>10}{'implied images/s':>18}")
+    for name in variants:
+        alone = statistics.median(alone_ms[name])
+        print(f"{name:26}{alone:>10.2f}{alone / plain:>13.1%}{statistics.median(step_ms[name]):>10.2f}"
+              f"{args.batch_size * 1e3 / (plain + alone):>18,.0f}")
+    print(f"(a training step without augmentation: {plain:.2f} ms; load average after: {os.getloadavg()[0]:.1f})")
+
+
+def _flow(text: str) -> dict:
+    import yaml
+
+    return yaml.safe_load(text)
 
 
 if __name__ == "__main__":

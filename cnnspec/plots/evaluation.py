@@ -6,6 +6,7 @@ atomic PNG writes). ``figure_pixels`` turns a figure into an RGB array for Tenso
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -40,7 +41,7 @@ def confusion_figure(confusion: Any, labels: Sequence[str], title: str) -> Any:
     axes.set_yticks(range(classes), names)
     axes.set_xlabel("predicted class")
     axes.set_ylabel("true class")
-    axes.set_title(title, fontsize=10)
+    axes.set_title(textwrap.fill(title, width=max(40, side // 9)), fontsize=10)
     if classes <= ANNOTATE_UP_TO:
         for row in range(classes):
             for column in range(classes):
