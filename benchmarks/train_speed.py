@@ -10,7 +10,7 @@ One run measures, on this machine, side by side:
   the same batch size, optimiser, learning rate and epochs, in its own process.
 
 It prints training images/s for each (training time only, evaluation excluded), their ratio (the
-target is at least 2x on CPU) and the final test accuracies. cnnspec runs twice by default: with
+target is at least 3x on CPU) and the final test accuracies. cnnspec runs twice by default: with
 its default ``--precision auto`` (bf16 mixed precision on CPUs with native bf16, else fp32) and
 with ``--precision fp32``, so that the gain of the data path and memory layout alone is visible. Both sides use the same number of
 CPU threads (``--threads``, default: every core this process may use).
