@@ -195,7 +195,7 @@ def augment_costs(args: argparse.Namespace, base_speed: float) -> None:
     from cnnspec.train.augment import Augmenter, parse_augment
     from cnnspec.train.loop import Run, Tally
 
-    out = Path(tempfile.mkdtemp(prefix="train_speed_augment_")) / "run"
+    out = Path(tempfile.mkdtemp(prefix="train_speed_augment_", dir=RUNS)) / "run"  # never written to: no fit()
     run = Run(REPO / "specs" / "simple_cnn.yaml", out, {"dataset": "mnist", "data_dir": str(args.data_dir),
                                                         "device": "cpu", "batch_size": args.batch_size},
               reporter_out=io.StringIO())
