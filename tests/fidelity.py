@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
@@ -168,15 +169,60 @@ def replace_max_pools(model: CompiledModel, analysis: Analysis, growth: tuple[in
         setattr(model, report.name, replacement)
 
 
-def fitting_unit(size: float, jump: float, start: float, length: int, extra_units: int) -> tuple[int, int]:
-    """The first unit i whose field [start + i*jump -/+ (size-1)/2] lies inside the image, plus
-    ``extra_units`` (to tell start from jump), and the image length needed: the native one or
-    native + m*jump (m integer, so every branch's size grows by whole units)."""
+def border_reach(analysis: Analysis, target: int, axis_index: int, growth: int = 0) -> tuple[float, float]:
+    """(left, right): a unit of layer ``target`` whose field [lo, hi] has lo > left and hi < right
+    reads no padding at any layer up to it, on an image ``growth`` pixels longer than the spec's.
+
+    A unit read at layer L has its span inside [lo, hi]. Units j < 0 and j >= n_L of layer L do not
+    exist (the next layer pads with zeros there), and their spans, as the field rule extends them,
+    need not lie outside the image: a transposed conv with padding p trims p outputs whose reads are
+    real pixels (stride 2, p = 1: unit -1 reads input 0). So the unit must avoid every such span:
+    left is the largest first pixel of units -P..-1 of every layer L (P its phases), right the
+    smallest last pixel of units n_L..n_L+P-1 (for window layers these lie outside the image)."""
+    left, right = -math.inf, math.inf
+    for report in analysis.layers[:target]:
+        if report.receptive_field is None:
+            continue
+        axis = (report.receptive_field.height, report.receptive_field.width)[axis_index]
+        period = len(axis.phases) if axis.phases is not None else 1
+        units = report.output_shape[1 + axis_index] + int(growth / axis.jump)
+        for index in range(1, period + 1):
+            if (before := axis.span(-index)) is not None:
+                left = max(left, before[0])
+            if (after := axis.span(units + index - 1)) is not None:
+                right = min(right, after[1])
+    return left, right
+
+
+def growth_step(analysis: Analysis, target: int, axis_index: int) -> int:
+    """The image grows by multiples of this: every layer's map along the axis then grows by whole
+    units (a jump a/b needs multiples of a)."""
+    step = 1
+    for report in analysis.layers[: target + 1]:
+        if report.receptive_field is not None:
+            jump = Fraction((report.receptive_field.height, report.receptive_field.width)[axis_index].jump)
+            step = math.lcm(step, jump.limit_denominator(1000).numerator)
+    return step
+
+
+def fitting_unit(analysis: Analysis, target: int, axis_index: int, extra_units: int) -> tuple[int, int]:
+    """The first unit i whose field [start + i*jump -/+ (size-1)/2] lies inside the image and reads
+    no padding at any layer (``border_reach``), plus ``extra_units`` (to tell start from jump), and
+    the image length needed: the native one or native + m*step (``growth_step``, so every map grows
+    by whole units)."""
+    axis = (analysis.layers[target].receptive_field.height, analysis.layers[target].receptive_field.width)[axis_index]
+    length = analysis.input_shape[1 + axis_index]
+    size, jump, start = axis.size, axis.jump, axis.start
     half = (size - 1) / 2
-    unit = max(0, math.ceil((half - start) / jump)) + extra_units
-    needed = start + unit * jump + half + 1
-    grow = max(0, math.ceil((needed - length) / jump))
-    return unit, length + int(grow * jump)
+    left, _ = border_reach(analysis, target, axis_index)
+    lowest = 0 if left == -math.inf else max(0, math.floor(left) + 1)  # lo >= lowest
+    unit = max(0, math.ceil((lowest + half - start) / jump)) + extra_units
+    high = start + unit * jump + half
+    step = growth_step(analysis, target, axis_index)
+    growth = max(0, math.ceil((high + 1 - length) / step)) * step
+    while high >= border_reach(analysis, target, axis_index, growth)[1]:
+        growth += step
+    return unit, length + growth
 
 
 def measured_extent(gradient: torch.Tensor) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -199,8 +245,8 @@ def field_measurement(analysis: Analysis, max_pixels: int | None = None):
         return None
     field = analysis.layers[target].receptive_field
     _, height, width = analysis.input_shape
-    unit_h, height_needed = fitting_unit(field.height.size, field.height.jump, field.height.start, height, 0)
-    unit_w, width_needed = fitting_unit(field.width.size, field.width.jump, field.width.start, width, 1)
+    unit_h, height_needed = fitting_unit(analysis, target, 0, 0)
+    unit_w, width_needed = fitting_unit(analysis, target, 1, 1)
     if max_pixels is not None and max(height_needed, width_needed) > max_pixels:
         return None
     prefix = Analysis(analysis.spec, analysis.layers[: target + 1])
@@ -234,7 +280,8 @@ def assert_envelope(analysis: Analysis, target: int) -> None:
     field's period, ``len(axis.phases)``; 1 when all units are alike) that reads input have an
     envelope inside the image, each edge of the envelope must be reached by one of them. (The
     period is not the jump's denominator: a stride-2 transposed conv after a stride-6 field has
-    jump 3 and two phases, of which only one reaches the edges.) A pixel whose gradient is under
+    jump 3 and two phases, of which only one reaches the edges.) Inside the image means also
+    reading no padding at any layer (``border_reach``). A pixel whose gradient is under
     1e-6 of the largest of any unit along the axis is a float rounding residue (bilinear weights of
     1e-8 where the source position is whole), not part of the field; the largest of the unit itself
     would not do: a unit whose true reads are all zero padding then shows its residue as its field.
@@ -250,6 +297,7 @@ def assert_envelope(analysis: Analysis, target: int) -> None:
     field = report.receptive_field
     for axis_index, axis in enumerate((field.height, field.width)):
         length = analysis.input_shape[1 + axis_index]
+        left, right = border_reach(analysis, target, axis_index)
         period = len(axis.phases) if axis.phases is not None else 1
         reading = {phase for phase in range(period) if axis.phases is None or axis.phases[phase] is not None}
         left_gaps, right_gaps, inside = [], [], set()
@@ -269,7 +317,7 @@ def assert_envelope(analysis: Analysis, target: int) -> None:
             envelope_low, envelope_high = centre - (axis.size - 1) / 2, centre + (axis.size - 1) / 2
             assert envelope_low <= low and high <= envelope_high, (
                 report.name, "HW"[axis_index], unit, (low, high), (envelope_low, envelope_high))
-            if envelope_low >= 0 and envelope_high <= length - 1:
+            if 0 <= envelope_low and left < envelope_low and envelope_high <= length - 1 and envelope_high < right:
                 left_gaps.append(low - envelope_low)
                 right_gaps.append(envelope_high - high)
                 inside.add(unit % period)

@@ -621,6 +621,9 @@ def resampling_layer() -> st.SearchStrategy:
            "dilation": 1}])  # image, and odd units reach neither edge of the envelope (even units do)
 @example([{"type": "conv2d", "out_channels": 2, "kernel_size": 1, "stride": 1, "padding": 1},  # unit 1 reads
           {"type": "upsample", "scale_factor": 3, "mode": "bilinear"}])  # padding only, with a 1e-8 residue beside
+@example([{"type": "conv_transpose2d", "out_channels": 2, "kernel_size": 2, "stride": 2, "padding": 1},  # trims
+          {"type": "conv2d", "out_channels": 2, "kernel_size": 1, "stride": 2, "padding": 1},  # unit -1, which reads
+          {"type": "maxpool2d", "kernel_size": 2}])  # pixel 0: the conv's zero padding is not at pixel -1 there
 def test_fields_through_resampling_chains_equal_the_gradient_unit_by_unit(layers: list[dict]):
     """Transposed convs, upsamplings, convs and pools in any order, on a 20x20 image: the field
     is computed phase by phase, so an envelope holds every unit's measured field with both edges
