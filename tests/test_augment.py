@@ -123,9 +123,11 @@ def test_random_affine_equals_torchvision_affine_per_image(photos: torch.Tensor,
 
 def test_random_affine_translation_is_whole_pixels_within_the_range(digits: torch.Tensor) -> None:
     out = RandomAffine(degrees=0, translate=[0.1, 0.1]).apply(digits, _generator())
-    for image, moved in zip(digits, out):
-        shifts = [(dx, dy) for dx in range(-3, 4) for dy in range(-3, 4)
-                  if torch.equal(TF.affine(image, angle=0.0, translate=[dx, dy], scale=1.0, shear=[0.0]), moved)]
+    # torchvision shifts the whole batch once per candidate (dx, dy); each image must equal one of them
+    candidates = [TF.affine(digits, angle=0.0, translate=[dx, dy], scale=1.0, shear=[0.0])
+                  for dx in range(-3, 4) for dy in range(-3, 4)]
+    for index, moved in enumerate(out):
+        shifts = [k for k, shifted in enumerate(candidates) if torch.equal(shifted[index], moved)]
         assert shifts, "a shift of at most 0.1 x 28 = 2.8 -> 3 pixels"
 
 
