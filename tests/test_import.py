@@ -64,13 +64,13 @@ def test_torchvision_round_trip(name: str, tmp_path: Path, capsys: pytest.Captur
     source = torchvision.models.get_model(name, weights=None, **AUXILIARY.get(name, {})).eval()
     randomize(source, 1)
     torch.save(source.state_dict(), tmp_path / "source.pt")
-    size = 299 if name == "inception_v3" else 224
+    size = torchvision.models.get_model_weights(name).DEFAULT.transforms().crop_size[0]  # 224, 240 for b1, ...
     example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         expected = source(example)
         with FlopCounterMode(display=False) as counter:
             source(example[:1])
-    code, out, err = run_cli(["import", f"torchvision:{name}", "-o", tmp_path / "spec.yaml",
+    code, out, err = run_cli(["import", f"torchvision:{name}", "--input", f"3x{size}x{size}", "-o", tmp_path / "spec.yaml",
                               "--state-dict", tmp_path / "source.pt", "--weights", tmp_path / "weights.pt"], capsys)
     assert code == 0, err
     analysis = cnnspec.analyze(cnnspec.load_spec(tmp_path / "spec.yaml"))
