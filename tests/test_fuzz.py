@@ -194,5 +194,5 @@ def test_every_shipped_spec_loads_in_the_worker(worker: Worker) -> None:
     file is an error that names the limit."""
     for path in SPECS:
         assert worker.check(path.read_text(), path.suffix) == {"outcome": "ok"}, path
-    huge = worker.check("name: m\nx: '" + "y" * (200 * 1024) + "'\n", ".yaml")
-    assert huge["outcome"] == "error" and "spec files are limited to 131,072 bytes" in huge["text"]
+    huge = worker.check("name: m\nx: '" + "y" * (300 * 1024) + "'\n", ".yaml")
+    assert huge["outcome"] == "error" and "spec files are limited to 262,144 bytes" in huge["text"]

@@ -154,7 +154,7 @@ def test_a_huge_file_is_refused_before_it_is_read(in_tmp, capsys):
     code, out, err = run_cli(["validate", "hostile.yaml"], capsys)
     assert (code, out) == (1, "")
     assert err == """\
-hostile.yaml:1:1: error: hostile.yaml is 5,100,060 bytes; spec files are limited to 131,072 bytes
+hostile.yaml:1:1: error: hostile.yaml is 5,100,060 bytes; spec files are limited to 262,144 bytes
   hint: if this spec is legitimate, raise the limit with CNNSPEC_MAX_SPEC_BYTES
   note: a spec describes layers, not weights or data; repeated layers belong in a block used with 'repeat'
 """
