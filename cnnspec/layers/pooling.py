@@ -49,6 +49,16 @@ class _Pool(Windowed):
         return [*self.explain_windows(shapes, out, self.ceil_mode), "params = 0 (pooling has no weights)"]
 
 
+def onnx_window(call: Any) -> dict[str, Any] | None:
+    """kernel_size, stride, padding and ceil_mode of an ONNX MaxPool/AveragePool node; None for
+    asymmetric pads (ONNX writes [top, left, bottom, right]) or auto_pad."""
+    top, left, bottom, right = call.attribute("pads", [0, 0, 0, 0])
+    if (top, left) != (bottom, right) or call.attribute("auto_pad", "NOTSET") != "NOTSET":
+        return None
+    return plain_fields(kernel_size=call.attribute("kernel_shape"), stride=call.attribute("strides", [1, 1]),
+                        padding=[top, left], ceil_mode=bool(call.attribute("ceil_mode", 0)))
+
+
 class MaxPool2d(_Pool):
     """Max pooling: the largest value in each window, per channel."""
 
@@ -59,12 +69,8 @@ class MaxPool2d(_Pool):
 
     @classmethod
     def from_onnx(cls, call: Any) -> dict[str, Any] | None:
-        top, left, bottom, right = call.attribute("pads", [0, 0, 0, 0])
-        if (top, left) != (bottom, right) or call.attribute("auto_pad", "NOTSET") != "NOTSET":
-            return None
-        return plain_fields(kernel_size=call.attribute("kernel_shape"), stride=call.attribute("strides", [1, 1]),
-                            padding=[top, left], dilation=call.attribute("dilations", [1, 1]),
-                            ceil_mode=bool(call.attribute("ceil_mode", 0)))
+        window = onnx_window(call)
+        return None if window is None else {**window, **plain_fields(dilation=call.attribute("dilations", [1, 1]))}
 
     @classmethod
     def from_torch(cls, call: Any) -> dict[str, Any] | None:
@@ -105,12 +111,8 @@ class AvgPool2d(_Pool):
 
     @classmethod
     def from_onnx(cls, call: Any) -> dict[str, Any] | None:
-        top, left, bottom, right = call.attribute("pads", [0, 0, 0, 0])
-        if (top, left) != (bottom, right) or call.attribute("auto_pad", "NOTSET") != "NOTSET":
-            return None
-        return plain_fields(kernel_size=call.attribute("kernel_shape"), stride=call.attribute("strides", [1, 1]),
-                            padding=[top, left], ceil_mode=bool(call.attribute("ceil_mode", 0)),
-                            count_include_pad=bool(call.attribute("count_include_pad", 0)))
+        window = onnx_window(call)
+        return None if window is None else {**window, "count_include_pad": bool(call.attribute("count_include_pad", 0))}
 
     @classmethod
     def from_torch(cls, call: Any) -> dict[str, Any] | None:
