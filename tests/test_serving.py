@@ -31,7 +31,7 @@ from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
 from conftest import REPO_ROOT, SHARED_DATA
-from server_helpers import assert_statistics_invariants
+from server_helpers import assert_statistics_invariants, free_port, wait_ready
 
 MODEL = "simple_cnn"
 BODY_LIMIT = 1024 * 1024  # the test server's max_body_bytes (set through the environment)
@@ -46,26 +46,6 @@ class Server:
     @property
     def base(self) -> str:
         return f"http://{self.url}"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_ready(base: str, process: subprocess.Popen, seconds: float = 60.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited with {process.returncode}:\n{process.stdout.read()}")
-        try:
-            if httpx.get(f"{base}/v2/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("server did not become ready in time")
 
 
 @pytest.fixture(scope="module")
