@@ -198,6 +198,21 @@ class Layer(BaseModel):
             )
 
 
+def check_groups(groups: int, in_channels: int, out_channels: int) -> None:
+    """conv2d and conv_transpose2d: ``groups`` must divide both channel counts; the error lists the
+    largest groups that would work."""
+    for what, count in (("in_channels", in_channels), ("out_channels", out_channels)):
+        if count % groups:
+            common = math.gcd(in_channels, out_channels)
+            working = [str(g) for g in range(1, common + 1) if common % g == 0]
+            raise LayerError(
+                f"groups={groups} does not divide {what}={count}", field="groups",
+                expected=f"groups dividing both in_channels ({in_channels}) and out_channels ({out_channels})",
+                received=f"groups={groups}, in_channels={in_channels}, out_channels={out_channels}",
+                hint="groups that work here: " + ", ".join(working[-6:]),
+            )
+
+
 def prod(values: tuple[int, ...] | list[int]) -> int:
     return math.prod(values)
 

@@ -1,13 +1,12 @@
 """conv2d: the convolution, with PyTorch's keyword names and output-size rule."""
 
 
-import math
 from typing import Any, Literal
 
 from pydantic import Field
 
 from ..errors import LayerError
-from .base import Example, NonNegativePair, Pair, PositiveInt, Shape, fmt, pair, plain_fields
+from .base import Example, check_groups, NonNegativePair, Pair, PositiveInt, Shape, fmt, pair, plain_fields
 from .window import Window, Windowed
 
 
@@ -91,17 +90,7 @@ class Conv2d(Windowed):
     def output_shape(self, shapes: list[Shape]) -> Shape:
         channels = shapes[0][0]
         self.check_declared("in_channels", self.in_channels, channels)
-        for what, count in (("in_channels", channels), ("out_channels", self.out_channels)):
-            if count % self.groups:
-                common = math.gcd(channels, self.out_channels)
-                working = [str(g) for g in range(1, common + 1) if common % g == 0]
-                raise LayerError(
-                    f"groups={self.groups} does not divide {what}={count}",
-                    field="groups",
-                    expected=f"groups dividing both in_channels ({channels}) and out_channels ({self.out_channels})",
-                    received=f"groups={self.groups}, in_channels={channels}, out_channels={self.out_channels}",
-                    hint="groups that work here: " + ", ".join(working[-6:]),
-                )
+        check_groups(self.groups, channels, self.out_channels)
         if self.padding == "same" and pair(self.stride) != (1, 1):
             raise LayerError(
                 "padding 'same' works only with stride 1 (PyTorch rejects it otherwise)",

@@ -2,14 +2,13 @@
 segmentation heads, with PyTorch's fields and output-size rule."""
 
 
-import math
 from fractions import Fraction
 from typing import Any, Literal
 
 from pydantic import Field
 
 from ..errors import LayerError
-from .base import Example, Layer, NonNegativePair, Pair, PositiveInt, Shape, fmt, pair, plain_fields
+from .base import Example, check_groups, Layer, NonNegativePair, Pair, PositiveInt, Shape, fmt, pair, plain_fields
 from .receptive_field import ReceptiveField, explain_resampling
 
 
@@ -55,15 +54,7 @@ class ConvTranspose2d(Layer):
     def output_shape(self, shapes: list[Shape]) -> Shape:
         channels = shapes[0][0]
         self.check_declared("in_channels", self.in_channels, channels)
-        for what, count in (("in_channels", channels), ("out_channels", self.out_channels)):
-            if count % self.groups:
-                common = math.gcd(channels, self.out_channels)
-                working = [str(g) for g in range(1, common + 1) if common % g == 0]
-                raise LayerError(
-                    f"groups={self.groups} does not divide {what}={count}", field="groups",
-                    expected=f"groups dividing both in_channels ({channels}) and out_channels ({self.out_channels})",
-                    received=f"groups={self.groups}, in_channels={channels}, out_channels={self.out_channels}",
-                    hint="groups that work here: " + ", ".join(working[-6:]))
+        check_groups(self.groups, channels, self.out_channels)
         sizes = []
         for label, size, (kernel, stride, padding, extra, dilation) in zip("HW", shapes[0][1:], self.axes()):
             if extra >= max(stride, dilation):
