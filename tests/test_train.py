@@ -748,3 +748,29 @@ def test_warmup_ramps_the_learning_rate_linearly_into_the_schedule() -> None:
 
     expected = [0.25, 0.4375, 0.625, 0.8125] + [0.5 * (1 + math.cos(math.pi * k / 8)) for k in range(8)]
     assert rates == pytest.approx(expected)
+
+
+# --- how a CPU step runs fast: allocator, fused optimisers, channels_last gradients --------------
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_optimizers_take_pytorchs_fused_kernel_and_update_as_the_reference_does(optimizer: str) -> None:
+    from cnnspec.train.optimization import make_optimizer
+    from cnnspec.train.options import TrainOptions
+
+    options = TrainOptions(dataset="mnist_sample", optimizer=optimizer, lr=0.01, weight_decay=1e-4)
+    torch.manual_seed(0)
+    fused_model, reference_model = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
+    reference_model.load_state_dict(fused_model.state_dict())
+    fused = make_optimizer(fused_model, options)
+    assert fused.defaults["fused"] is True
+    kind = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[optimizer]
+    extra = {"momentum": options.momentum} if optimizer == "sgd" else {}
+    reference = kind(reference_model.parameters(), lr=0.01, weight_decay=1e-4, foreach=False, **extra)
+    x = torch.randn(8, 5)
+    for _ in range(3):
+        for model, optim in ((fused_model, fused), (reference_model, reference)):
+            optim.zero_grad()
+            model(x).square().sum().backward()
+            optim.step()
+    for name, value in fused_model.state_dict().items():
+        torch.testing.assert_close(value, reference_model.state_dict()[name], rtol=1e-6, atol=1e-7)
