@@ -774,3 +774,40 @@ def test_optimizers_take_pytorchs_fused_kernel_and_update_as_the_reference_does(
             optim.step()
     for name, value in fused_model.state_dict().items():
         torch.testing.assert_close(value, reference_model.state_dict()[name], rtol=1e-6, atol=1e-7)
+
+
+def test_flatten_hands_back_a_channels_last_gradient_so_pooling_copies_nothing() -> None:
+    """SimpleCNN in channels_last: with the hook, the gradient reaching pool2 is channels_last and
+    max-pool's backward makes no layout copies; without it, it makes them. Gradients are equal."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from cnnspec.compile import build_model
+    from cnnspec.train.hardware import keep_gradients_channels_last
+
+    spec = load_spec(REPO / "specs" / "simple_cnn.yaml")
+    torch.manual_seed(0)
+    hooked = build_model(spec).to(memory_format=torch.channels_last)
+    plain = build_model(spec).to(memory_format=torch.channels_last)
+    plain.load_state_dict(hooked.state_dict())
+    keep_gradients_channels_last(hooked)
+    seen = []
+
+    def watch(module: torch.nn.Module, args: tuple[torch.Tensor]) -> None:
+        args[0].register_hook(seen.append)  # runs after the channels_last hook: sees what pool2 gets
+
+    hooked.flatten.register_forward_pre_hook(watch)
+    x = torch.randn(16, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    copies = {}
+    for label, model in (("hooked", hooked), ("plain", plain)):
+        loss = model(x).logsumexp(1).sum()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            loss.backward()
+        pool_backward = [e for e in prof.events() if e.name == "aten::max_pool2d_with_indices_backward"]
+        assert len(pool_backward) == 2
+        copies[label] = sum(1 for e in prof.events() if e.name == "aten::clone" and e.cpu_parent is not None
+                            and e.cpu_parent.name == "aten::contiguous" and e.cpu_parent.cpu_parent is not None
+                            and e.cpu_parent.cpu_parent.name == "aten::max_pool2d_with_indices_backward")
+    assert seen and seen[0].is_contiguous(memory_format=torch.channels_last) and not seen[0].is_contiguous()
+    assert copies["hooked"] == 0 and copies["plain"] >= 1, copies
+    for (name, a), (_, b) in zip(hooked.named_parameters(), plain.named_parameters()):
+        assert torch.equal(a.grad, b.grad), name

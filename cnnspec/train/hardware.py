@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, ContextManager
 
 import torch
+from torch import nn
 
 from . import distributed
 from .options import PRECISIONS
@@ -86,6 +87,24 @@ def use_channels_last(spec: Spec, device: torch.device) -> bool:
     """NHWC suits the convolution kernels of CUDA (tensor cores) and of oneDNN on CPU (measured
     ~1.8x faster for SimpleCNN on 2 cores); MPS keeps the default layout."""
     return device.type in ("cuda", "cpu") and any(node.layer.is_convolution for node in spec.nodes)
+
+
+def keep_gradients_channels_last(model: nn.Module) -> None:
+    """Under channels_last, hand each Flatten's input gradient back in channels_last too.
+
+    Flatten reads a channels_last map in NCHW order, so its backward returns an NCHW gradient;
+    the pooling or activation before it then converts its own input and output on every step to
+    match (for SimpleCNN two [64, 64, 14, 14] copies, 0.4 ms of a 10 ms step on 2 cores). One
+    [N, C, H, W] copy of the small flattened gradient instead avoids them. Values are unchanged."""
+    def channels_last_gradient(module: nn.Module, args: tuple[Any, ...]) -> None:
+        x = args[0] if args else None
+        if (isinstance(x, torch.Tensor) and x.requires_grad and x.dim() == 4
+                and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()):
+            x.register_hook(lambda grad: grad.contiguous(memory_format=torch.channels_last))
+
+    for module in model.modules():
+        if isinstance(module, nn.Flatten):
+            module.register_forward_pre_hook(channels_last_gradient)
 
 
 def threads_per_process(context: distributed.Context) -> int:

@@ -44,7 +44,7 @@ from .checkpoint import (CheckpointError, capture_rng, check_spec, load_checkpoi
 from .augment import Augmenter, parse_augment
 from .data import (DatasetError, DatasetInfo, Normalizer, check_spec_matches, dataset_for_spec, epoch_order, eval_shard,
                    load_split, per_channel, validation_split)
-from .hardware import Precision, pick_device, threads_per_process, use_channels_last
+from .hardware import Precision, keep_gradients_channels_last, pick_device, threads_per_process, use_channels_last
 from .optimization import make_optimizer, make_scheduler
 from .options import TrainOptions, options_for_resume, resolve_options
 from .progress import Reporter
@@ -257,6 +257,7 @@ class Run:
         model = model.to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
+            keep_gradients_channels_last(model)
         if self.context.rank:
             torch.manual_seed(self.options.seed + self.context.rank)
         if not self.context.distributed:
