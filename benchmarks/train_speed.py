@@ -10,10 +10,16 @@ One run measures, on this machine, side by side:
   the same batch size, optimiser, learning rate and epochs, in its own process.
 
 It prints training images/s for each (training time only, evaluation excluded), their ratio (the
-target is at least 3x on CPU) and the final test accuracies. cnnspec runs twice by default: with
-its default ``--precision auto`` (bf16 mixed precision on CPUs with native bf16, else fp32) and
-with ``--precision fp32``, so that the gain of the data path and memory layout alone is visible. Both sides use the same number of
-CPU threads (``--threads``, default: every core this process may use).
+target is at least 3x on CPU) and the final test accuracies. cnnspec runs with its default
+``--precision auto`` (bf16 mixed precision on CPUs with native bf16, else fp32) and with
+``--precision fp32``, so that the gain of the data path and memory layout alone is visible. Every
+variant runs in its own process with the same number of CPU threads (``--threads``, default: every
+core this process may use); ``--rounds N`` runs them all N times, interleaved, and reports medians
+(the load of a shared machine moves single runs by 15% and more).
+
+``cnnspec train`` preloads tcmalloc when the system has it (cnnspec/train/allocator.py). Then two
+more rows show what is the allocator's: the chapter's loop on tcmalloc too (LD_PRELOAD), and
+cnnspec on the system allocator (``CNNSPEC_ALLOCATOR=system``).
 
 Then it measures what each augmentation of ``AUGMENTATIONS`` (one typical configuration each)
 costs, in one process: the real training step without and with it, and the transform alone on
@@ -22,6 +28,7 @@ alike (separate training processes differ more by load than by augmentation);
 ``--no-augment-costs`` skips it.
 
     python benchmarks/train_speed.py               # 1 epoch: a few minutes on 2 cores
+    python benchmarks/train_speed.py --no-augment-costs --rounds 3
     python benchmarks/train_speed.py --epochs 3    # the chapter's full experiment
 """
 
@@ -112,16 +119,44 @@ RUNS: Path | None = None
 or ``--keep-runs DIR``."""
 
 
+def find_tcmalloc() -> str | None:
+    sys.path.insert(0, str(REPO))
+    from cnnspec.train.allocator import find_tcmalloc as find
+
+    return find()
+
+
+def environment(threads: int, allocator: str) -> dict[str, str]:
+    """Both sides get the same threads; ``allocator`` is "system" or "tcmalloc" (preloaded)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "CNNSPEC_ALLOCATOR")}
+    env["OMP_NUM_THREADS"] = str(threads)
+    if allocator == "tcmalloc":
+        env["LD_PRELOAD"] = find_tcmalloc() or ""
+    return env
+
+
+def chapter_process(args: argparse.Namespace, allocator: str) -> tuple[float, float]:
+    """The chapter loop in its own process (like the cnnspec runs): (training images/s, test accuracy)."""
+    command = [sys.executable, __file__, "--chapter-only", "--epochs", str(args.epochs), "--batch-size",
+               str(args.batch_size), "--seed", str(args.seed), "--data-dir", str(args.data_dir)]
+    done = subprocess.run(command, check=True, env=environment(args.threads, allocator), cwd=REPO,
+                          stdout=subprocess.PIPE, text=True)
+    print(done.stdout.rstrip(), flush=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return result["images_per_second"], result["test_accuracy"]
+
+
 def cnnspec_run(data_dir: Path, epochs: int, batch_size: int, seed: int, threads: int,
-                precision: str, augment: list[str] = ()) -> tuple[float, float, Path]:
-    """``cnnspec train`` in its own process: (training images/s over all epochs, last eval accuracy)."""
+                precision: str, augment: list[str] = (), allocator: str = "auto") -> tuple[float, float, Path]:
+    """``cnnspec train`` in its own process: (training images/s over all epochs, last eval accuracy).
+    ``allocator``: cnnspec's own choice ("auto": tcmalloc when installed) or "system"."""
     assert RUNS is not None, "main() sets RUNS"
     out = Path(tempfile.mkdtemp(prefix="train_speed_", dir=RUNS)) / "run"
     command = [sys.executable, "-m", "cnnspec", "train", str(REPO / "specs" / "simple_cnn.yaml"),
                "--dataset", "mnist", "--data-dir", str(data_dir), "--out", str(out), "--epochs", str(epochs),
                "--batch-size", str(batch_size), "--optimizer", "adam", "--lr", "0.001", "--seed", str(seed),
                "--device", "cpu", "--precision", precision, *(part for a in augment for part in ("--augment", a))]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    env = {**environment(threads, "system"), "CNNSPEC_ALLOCATOR": allocator}
     subprocess.run(command, check=True, env=env, cwd=REPO)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     images = sum(r["train_images"] for r in records)
@@ -139,10 +174,20 @@ def main() -> None:
                         help="CPU threads for both sides (default: every core this process may use)")
     parser.add_argument("--precision", nargs="+", default=["auto", "fp32"], choices=["auto", "fp32", "bf16"],
                         help="cnnspec runs to measure (auto picks bf16 on CPUs with native bf16)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every variant this many times, interleaved, and report medians")
     parser.add_argument("--no-augment-costs", action="store_true", help="skip the per-augmentation runs")
     parser.add_argument("--keep-runs", type=Path, default=None,
                         help="keep the run directories under this folder (default: a temporary folder, removed)")
+    parser.add_argument("--chapter-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.chapter_only:  # one chapter-loop process of measure(): its figures as the last line
+        import torch
+
+        torch.set_num_threads(args.threads)
+        speed, accuracy = chapter_loop(args.data_dir, args.epochs, args.batch_size, args.seed)
+        print(json.dumps({"images_per_second": speed, "test_accuracy": accuracy}))
+        return
     global RUNS
     if args.keep_runs is not None:
         args.keep_runs.mkdir(parents=True, exist_ok=True)
@@ -155,31 +200,46 @@ def main() -> None:
 
 
 def measure(args: argparse.Namespace) -> None:
-    import torch
+    import statistics
 
-    torch.set_num_threads(args.threads)
+    tcmalloc = find_tcmalloc()
     print(f"MNIST, SimpleCNN, Adam 1e-3, batch {args.batch_size}, {args.epochs} epoch(s), "
-          f"{args.threads} CPU thread(s), load average before: {os.getloadavg()[0]:.1f}", flush=True)
-    print("chapter loop (torchvision dataset + ToTensor/Normalize per item + DataLoader):", flush=True)
-    base_speed, base_accuracy = chapter_loop(args.data_dir, args.epochs, args.batch_size, args.seed)
-    results = []
+          f"{args.threads} CPU thread(s), {args.rounds} round(s), tcmalloc: {tcmalloc or 'not installed'}, "
+          f"load average before: {os.getloadavg()[0]:.1f}", flush=True)
+    chapter = "chapter loop (torchvision dataset + ToTensor/Normalize per item + DataLoader)"
+    variants: list[tuple[str, object]] = [("chapter loop", lambda: chapter_process(args, "system"))]
+    if tcmalloc:
+        # cnnspec preloads tcmalloc; the chapter's loop on it too shows what is the allocator's.
+        variants.append(("chapter loop + tcmalloc", lambda: chapter_process(args, "tcmalloc")))
     for precision in args.precision:
-        print(f"cnnspec train --precision {precision}:", flush=True)
-        results.append((precision, *cnnspec_run(args.data_dir, args.epochs, args.batch_size, args.seed,
-                                                 args.threads, precision)))
+        allocator = " (tcmalloc)" if tcmalloc else ""
+        variants.append((f"cnnspec --precision {precision}{allocator}", lambda p=precision: cnnspec_run(
+            args.data_dir, args.epochs, args.batch_size, args.seed, args.threads, p)[:2]))
+        if tcmalloc and precision == args.precision[0]:
+            variants.append((f"cnnspec --precision {precision} (system)", lambda p=precision: cnnspec_run(
+                args.data_dir, args.epochs, args.batch_size, args.seed, args.threads, p, allocator="system")[:2]))
+    speeds: dict[str, list[float]] = {name: [] for name, _ in variants}
+    accuracies: dict[str, float] = {}
+    for round_ in range(args.rounds):
+        for name, run in variants:
+            print(f"round {round_ + 1}/{args.rounds}: {chapter if name == 'chapter loop' else name}", flush=True)
+            speed, accuracies[name] = run()
+            speeds[name].append(speed)
+    base = statistics.median(speeds["chapter loop"])
+    with_tcmalloc = statistics.median(speeds["chapter loop + tcmalloc"]) if tcmalloc else None
     print()
-    print(f"{'':34}{'train images/s':>16}{'test accuracy':>15}{'speed ratio':>13}")
-    print(f"{'chapter loop':34}{base_speed:>16,.0f}{base_accuracy:>15.2%}{1:>12.2f}x")
-    for precision, speed, accuracy, out in results:
-        name = f"cnnspec train --precision {precision}"
-        print(f"{name:34}{speed:>16,.0f}{accuracy:>15.2%}{speed / base_speed:>12.2f}x")
-    print(f"target: cnnspec train (default precision auto) >= 3x the chapter loop with equal or better accuracy; "
-          f"load average after: {os.getloadavg()[0]:.1f}")
-    if args.keep_runs is not None:
-        for precision, _, _, out in results:
-            print(f"run directory ({precision}): {out}")
+    header = f"{'':38}{'train images/s':>16}{'test accuracy':>15}{'vs chapter':>12}"
+    print(header + (f"{'vs chapter+tcmalloc':>21}" if tcmalloc else "") + "   per round")
+    for name, _ in variants:
+        speed = statistics.median(speeds[name])
+        line = f"{name:38}{speed:>16,.0f}{accuracies[name]:>15.2%}{speed / base:>11.2f}x"
+        if with_tcmalloc:
+            line += f"{speed / with_tcmalloc:>20.2f}x"
+        print(line + "   " + ", ".join(f"{s:,.0f}" for s in speeds[name]))
+    print(f"(medians of {args.rounds} round(s); target: cnnspec train, default precision auto, >= 3x the chapter loop "
+          f"with equal or better accuracy; load average after: {os.getloadavg()[0]:.1f})")
     if not args.no_augment_costs:
-        augment_costs(args, base_speed)
+        augment_costs(args, base)
 
 
 def augment_costs(args: argparse.Namespace, base_speed: float) -> None:

@@ -102,6 +102,10 @@ def main(argv: list[str] | None = None) -> None:
     import warnings
 
     try:
+        if argv is None and sys.argv[1:2] == ["train"]:  # a real process, not a test calling main([...])
+            from .train.allocator import reexec_with_tcmalloc
+
+            reexec_with_tcmalloc()
         with warnings.catch_warnings():
             _show_spec_warnings()
             code = cli.main(args=argv, prog_name="cnnspec", standalone_mode=False)

@@ -752,6 +752,47 @@ def test_warmup_ramps_the_learning_rate_linearly_into_the_schedule() -> None:
 
 # --- how a CPU step runs fast: allocator, fused optimisers, channels_last gradients --------------
 
+def test_the_allocator_is_preloaded_once_only_on_linux_and_never_when_refused() -> None:
+    from cnnspec.errors import UsageError
+    from cnnspec.train.allocator import preload_command
+
+    argv = ["/venv/bin/python", "-m", "cnnspec", "train", "spec.yaml"]
+    found = lambda: "libtcmalloc_minimal.so.4"  # noqa: E731
+    command, environment = preload_command(argv, {"PATH": "/bin"}, find=found, platform="linux")
+    assert command == [sys.executable, "-m", "cnnspec", "train", "spec.yaml"]
+    assert environment == {"PATH": "/bin", "LD_PRELOAD": "libtcmalloc_minimal.so.4"}
+    # A user's own LD_PRELOAD is kept behind it; once preloaded (after the exec) nothing repeats.
+    _, environment = preload_command(argv, {"LD_PRELOAD": "libfoo.so"}, find=found, platform="linux")
+    assert environment["LD_PRELOAD"] == "libtcmalloc_minimal.so.4 libfoo.so"
+    assert preload_command(argv, environment, find=found, platform="linux") is None
+    assert preload_command(argv, {"LD_PRELOAD": "/opt/libjemalloc.so.2"}, find=found, platform="linux") is None
+    assert preload_command(argv, {"CNNSPEC_ALLOCATOR": "system"}, find=found, platform="linux") is None
+    assert preload_command(argv, {}, find=found, platform="darwin") is None
+    assert preload_command(argv, {}, find=lambda: None, platform="linux") is None
+    with pytest.raises(UsageError, match="finds no libtcmalloc"):
+        preload_command(argv, {"CNNSPEC_ALLOCATOR": "tcmalloc"}, find=lambda: None, platform="linux")
+    with pytest.raises(UsageError, match="'jemalloc' is not one of auto, tcmalloc, system"):
+        preload_command(argv, {"CNNSPEC_ALLOCATOR": "jemalloc"}, find=found, platform="linux")
+
+
+def test_train_runs_on_tcmalloc_when_the_system_has_it_and_says_so(spec_file: Path, tmp_path: Path) -> None:
+    from cnnspec.train.allocator import find_tcmalloc
+
+    done = subprocess.run(_cnnspec("train", str(spec_file), "--out", str(tmp_path / "run"), "--epochs", "1"),
+                          env={k: v for k, v in _env().items() if k not in ("LD_PRELOAD", "CNNSPEC_ALLOCATOR")},
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    banner = done.stdout.splitlines()[0]
+    # The banner reads /proc/self/maps: it names what is really mapped into the training process.
+    expected = "tcmalloc" if find_tcmalloc() and sys.platform.startswith("linux") else "system malloc"
+    assert f"cpu (1 thread, {expected})" in banner, banner
+    refused = subprocess.run(_cnnspec("train", str(spec_file), "--out", str(tmp_path / "run2")),
+                             env={**_env(), "CNNSPEC_ALLOCATOR": "bogus"}, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "error: CNNSPEC_ALLOCATOR='bogus' is not one of auto, tcmalloc, system" in refused.stderr
+    assert not (tmp_path / "run2").exists()
+
+
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
 def test_optimizers_take_pytorchs_fused_kernel_and_update_as_the_reference_does(optimizer: str) -> None:
     from cnnspec.train.optimization import make_optimizer

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import distributed
+from . import allocator, distributed
 from .checkpoint import (CheckpointError, capture_rng, check_spec, load_checkpoint, load_matching_weights,
                          remove_stale_temporaries, restore_rng, save_checkpoint)
 from .augment import Augmenter, parse_augment
@@ -463,7 +463,7 @@ class Run:
         options = self.options
         threads = torch.get_num_threads()
         where = f"{self.device.type} ({threads} thread{'s' if threads > 1 else ''}" + (
-            f" x {self.context.world_size} processes)" if self.context.distributed else ")")
+            f" x {self.context.world_size} processes" if self.context.distributed else "") + f", {allocator.current()})"
         resumed = f", resuming after epoch {self.start_epoch}" if self.start_epoch else ""
         held_out = f"{len(self.val_split):,} val / " if self.val_split is not None else ""
         extras = [f"augment {', '.join(t.type for t in self.augment.transforms)}" if self.augment else "",
