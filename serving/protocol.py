@@ -259,7 +259,9 @@ def _outputs(header: dict[str, Any], model: ModelVersion) -> list[RequestedOutpu
 def build_infer_response(model: ModelVersion, request: InferRequest, outputs: list[np.ndarray],
                          regions: SharedMemoryRegions | None = None) -> tuple[bytes, int | None]:
     """The response body and, when any output is binary, the JSON header's length. Outputs asked
-    for in shared memory are written there and answered without data."""
+    for in shared memory are written there and answered with name, datatype and shape only, as
+    Triton answers them: Triton's C++ client (perf_analyzer) reads an output's ``parameters`` as
+    binary data and fails on one without ``binary_data_size``."""
     by_name = {spec.name: (spec, array) for spec, array in zip(model.outputs, outputs)}
     entries, blobs = [], []
     for wanted in request.outputs:
@@ -270,7 +272,7 @@ def build_infer_response(model: ModelVersion, request: InferRequest, outputs: li
         else:
             entry = {"name": spec.name, "datatype": spec.datatype, "shape": list(array.shape)}
         if wanted.shared_memory is not None:
-            entry["parameters"] = write_shared_memory(regions, spec.name, wanted.shared_memory, to_bytes(array))
+            write_shared_memory(regions, spec.name, wanted.shared_memory, to_bytes(array))
         elif wanted.binary:
             blob = to_bytes(array)
             entry["parameters"] = {"binary_data_size": len(blob)}

@@ -82,6 +82,8 @@ def test_inference_through_shared_memory(server: Server, reference, regions, pro
         wanted.set_shared_memory(f"{protocol}_out", 4 * OUTPUT_BYTES)
         result = client.infer(MODEL, [tensor], outputs=[wanted])
         output = result.get_output("logits")
+        if protocol == "http":  # as Triton: no parameters (its C++ client reads them as binary data)
+            assert output == {"name": "logits", "datatype": "FP32", "shape": [4, 10]}
         shape = output["shape"] if protocol == "http" else list(output.shape)
         logits = shm.get_contents_as_numpy(output_handle, np.float32, [int(d) for d in shape])
         assert np.array_equal(logits, reference.run(None, {"input": images})[0])
