@@ -7,6 +7,9 @@ One run measures, side by side on this machine:
 - baseline 2: benchmarks/kserve_endpoint.py, KServe's own ModelServer with a minimal ``kserve.Model``
   running onnxruntime on the same file (REST and gRPC), in its own process (needs ``kserve``);
 - service: ``python -m serving --grpc-port`` (dynamic batching) in its own process;
+- gRPC floor: benchmarks/grpc_floor.py, grpcio's asyncio server answering ModelInfer with
+  ready-made bytes and doing no work: what grpc.aio and the load generator cost by themselves,
+  the ceiling of every Python gRPC server here (the service's and KServe's alike);
 
 each server with batch-1 JSON, batch-1 binary (Triton's binary tensor extension) and batch-32
 binary requests over HTTP, and batch-1 and batch-32 raw-tensor ModelInfer calls over gRPC (the
@@ -54,7 +57,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 MNIST_TEST_IMAGES = REPO_ROOT.parent / "shared" / "data" / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
 CONCURRENCY = (1, 16, 64)
 PAYLOADS = ("json-b1", "binary-b1", "binary-b32", "grpc-b1", "grpc-b32")
-SERVERS = ("plain", "kserve", "serving")
+SERVERS = ("plain", "kserve", "serving", "grpc-floor")
 
 # Targets of issue 5 (2-core machine, SimpleCNN).
 TARGET_JSON_RATIO = 2.0          # batch-1 JSON at c16 vs the plain endpoint
@@ -174,6 +177,21 @@ def grpc_request(x: np.ndarray, model: str) -> bytes:
     request = service_pb2.ModelInferRequest(model_name=model, inputs=[tensor],
                                             raw_input_contents=[np.ascontiguousarray(x, dtype="<f4").tobytes()])
     return request.SerializeToString()
+
+
+def floor_answers(x: np.ndarray, model: str, output: str, expected: dict[int, np.ndarray]) -> dict[str, str]:
+    """For benchmarks/grpc_floor.py: request size -> base64 of the right response, per batch size."""
+    import base64
+
+    from tritonclient.grpc import service_pb2
+
+    answers = {}
+    for batch, logits in expected.items():
+        tensor = service_pb2.ModelInferResponse.InferOutputTensor(name=output, datatype="FP32", shape=logits.shape)
+        response = service_pb2.ModelInferResponse(model_name=model, model_version="1", outputs=[tensor],
+                                                  raw_output_contents=[np.ascontiguousarray(logits, "<f4").tobytes()])
+        answers[str(len(grpc_request(x[:batch], model)))] = base64.b64encode(response.SerializeToString()).decode()
+    return answers
 
 
 def decode_grpc_logits(body: bytes) -> np.ndarray:
@@ -352,8 +370,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server_process(command: list[str], port: int, log: Path) -> Iterator[subprocess.Popen]:
-    """Start ``command``, wait until /v2/health/ready answers 200, and always stop it."""
+def server_process(command: list[str], port: int | None, log: Path, grpc_port: int | None = None
+                   ) -> Iterator[subprocess.Popen]:
+    """Start ``command``, wait until /v2/health/ready answers 200 (a gRPC-only server: until its
+    port accepts connections), and always stop it."""
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
     try:
@@ -362,10 +382,14 @@ def server_process(command: list[str], port: int, log: Path) -> Iterator[subproc
             if process.poll() is not None:
                 raise RuntimeError(f"{command[:3]} exited with {process.returncode}:\n"
                                    + log.read_text(errors="replace")[-3000:])
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1) as r:
-                    if r.status == 200:
-                        break
+            if port is None:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", grpc_port), timeout=1):
+                    break
+            else:
+                with contextlib.suppress(OSError):
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1) as r:
+                        if r.status == 200:
+                            break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{command[:3]} not ready after 60 s:\n" + log.read_text()[-3000:])
             time.sleep(0.2)
@@ -390,11 +414,12 @@ def measure_servers(servers: dict[str, tuple[list[str], int, int | None]], model
     with contextlib.ExitStack() as stack:
         requests = {}
         for label, (command, port, grpc_port) in servers.items():
-            process = stack.enter_context(server_process(command, port, tmp / f"{label}.log"))
+            process = stack.enter_context(server_process(command, port, tmp / f"{label}.log", grpc_port))
             print(f"{label}: pid {process.pid}, port {port}, gRPC port {grpc_port}", file=sys.stderr)
-            requests[label] = {"json-b1": (1, port, json_request(x[:1], model, port)),
-                               "binary-b1": (1, port, binary_request(x[:1], model, port)),
-                               "binary-b32": (32, port, binary_request(x[:32], model, port))}
+            requests[label] = {} if port is None else {
+                "json-b1": (1, port, json_request(x[:1], model, port)),
+                "binary-b1": (1, port, binary_request(x[:1], model, port)),
+                "binary-b32": (32, port, binary_request(x[:32], model, port))}
             if grpc_port is not None:
                 requests[label]["grpc-b1"] = (1, grpc_port, grpc_request(x[:1], model))
                 requests[label]["grpc-b32"] = (32, grpc_port, grpc_request(x[:32], model))
@@ -442,11 +467,13 @@ def verdicts(cells: list[Cell], ceil: dict[str, dict[int, float]]) -> list[tuple
 
     out = []
     for payload, goal in TARGET_VS_KSERVE.items():
-        ours, theirs = get("serving", payload, 16), get("kserve", payload, 16)
+        ours, theirs, floor = get("serving", payload, 16), get("kserve", payload, 16), get("grpc-floor", payload, 16)
         if ours and theirs and theirs.rps:
             ratio = ours.rps / theirs.rps
+            ceiling = (f"; the empty grpc.aio server: {floor.rps / theirs.rps:.2f}x, serving reaches "
+                       f"{ours.rps / floor.rps:.0%} of it" if floor and floor.rps else "")
             out.append((f"{payload}, c16: serving / KServe ModelServer",
-                        f"{ratio:.2f}x ({ours.images_per_s:,.0f} vs {theirs.images_per_s:,.0f} images/s)",
+                        f"{ratio:.2f}x ({ours.images_per_s:,.0f} vs {theirs.images_per_s:,.0f} images/s{ceiling})",
                         f">= {goal:g}x", ratio >= goal))
     json16, plain16 = get("serving", "json-b1", 16), get("plain", "json-b1", 16)
     if json16 and plain16:
@@ -507,6 +534,7 @@ def main() -> int:
         shape = tuple(session.get_inputs()[0].shape[1:])
         x = sample_inputs(shape, 32)  # type: ignore[arg-type]
         expected = {b: session.run(None, {session.get_inputs()[0].name: x[:b]})[0] for b in (1, 32)}
+        output_name = session.get_outputs()[0].name
         del session
         print(f"model {model} ({model_path}), input {shape}", file=sys.stderr)
         ceil = ceiling(model_path, x, duration=min(args.duration, 2.0))
@@ -532,6 +560,12 @@ def main() -> int:
             servers["serving"] = ([sys.executable, "-m", "serving", "--model-repository", str(repo),
                                    "--host", "127.0.0.1", "--port", str(port), "--grpc-port", str(grpc_port),
                                    *args.serving_arg], port, grpc_port)
+        if "grpc-floor" in wanted and any(p.startswith("grpc") for p in args.payloads):
+            answers = tmp_path / "grpc_floor_answers.json"
+            answers.write_text(json.dumps(floor_answers(x, model, output_name, expected)))
+            grpc_port = free_port()
+            servers["grpc-floor"] = ([sys.executable, str(REPO_ROOT / "benchmarks" / "grpc_floor.py"),
+                                      "--port", str(grpc_port), "--responses", str(answers)], None, grpc_port)
         cells = measure_servers(servers, model, x, expected, args, tmp_path)
     return report(cells, ceil, args, load_start)
 
