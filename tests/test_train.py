@@ -140,7 +140,7 @@ def test_one_loader_of_a_trained_run_serves_export_and_the_pictures(short_run: t
     saved = load_checkpoint(out / "best.pt")
     assert run.epoch == saved["epoch"] and run.metrics == saved["metrics"]
     assert run.eval_accuracy == saved["metrics"][-1]["eval_accuracy"]
-    assert run.caption() == f"best.pt, epoch {run.epoch}, eval accuracy {100 * run.eval_accuracy:.2f}%, dataset mnist_sample"
+    assert run.caption() == f"best.pt, epoch {run.epoch}, test accuracy {100 * run.eval_accuracy:.2f}%, dataset mnist_sample"
     # The same checks for every consumer: a run whose spec.yaml was edited is refused by the pictures too.
     edited = tmp_path / "edited"
     edited.mkdir()
@@ -617,6 +617,30 @@ def test_validation_figures_are_on_clean_held_out_images_and_test_is_evaluated_o
     assert "(3,600 train / 400 val / 1,000 test images)" in log
     assert "augment random_crop, random_rotation, random_erasing" in log
     assert f"test accuracy of best.pt {test['test_accuracy']:.2%}" in log.splitlines()[-1]
+
+
+def test_a_run_with_a_validation_split_reports_best_pt_s_test_accuracy_when_loaded(fit_run, tmp_path) -> None:
+    """What export writes into the model card: best.pt's test.json figure, not its val accuracy;
+    a checkpoint test.json does not belong to reports its validation accuracy as such."""
+    import shutil
+
+    from cnnspec.train.run import load_run
+
+    out, _ = fit_run
+    test = json.loads((out / "test.json").read_text())
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    best = load_run(out / "best.pt")
+    assert (best.eval_split, best.eval_accuracy) == ("test", test["test_accuracy"])
+    assert best.eval_accuracy != records[test["epoch"] - 1]["eval_accuracy"]  # the val figure differs here
+    assert f"epoch {test['epoch']}, test accuracy {100 * test['test_accuracy']:.2f}%" in best.caption()
+    copy = tmp_path / "elsewhere"
+    copy.mkdir()
+    shutil.copy(out / "best.pt", copy / "best.pt")  # without its test.json: the val figure, named so
+    alone = load_run(copy / "best.pt")
+    assert (alone.eval_split, alone.eval_accuracy) == ("val", records[test["epoch"] - 1]["eval_accuracy"])
+    from cnnspec.export.convert import card_for
+
+    assert card_for(best).to_metadata()["cnnspec.eval_accuracy"] == repr(test["test_accuracy"])
 
 
 def test_tensorboard_events_parse_with_tensorboards_reader_and_hold_the_tags(fit_run) -> None:

@@ -20,7 +20,7 @@ def render_report(result: ExportResult) -> list[Any]:
     summary.add_column()
     accuracy = run.eval_accuracy
     for key, value in (
-        ("checkpoint", f"{run.checkpoint} (epoch {run.payload.get('epoch', '?')}, eval accuracy "
+        ("checkpoint", f"{run.checkpoint} (epoch {run.payload.get('epoch', '?')}, {run.eval_split} accuracy "
                        f"{'unknown' if accuracy is None else f'{accuracy:.2%}'})"),
         ("spec", f"{run.spec.name} (sha256 {run.spec.hash[:12]})"),
         ("exporter", f"torch.onnx.export(dynamo=True), opset {result.options.opset}, weights embedded"),

@@ -10,6 +10,7 @@ run: the spec, the eval-mode model, the labels, the dataset and its normalisatio
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,20 +106,45 @@ class TrainedRun:
         return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
 
     @property
+    def test_figures(self) -> dict[str, Any] | None:
+        """The run's test.json when it was computed on this very checkpoint (a run with a
+        validation split evaluates best.pt on the test split once, at the end), else None."""
+        path = self.checkpoint.parent / "test.json"
+        try:
+            figures = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if (isinstance(figures, dict) and figures.get("checkpoint") == self.checkpoint.name
+                and figures.get("epoch") == self.epoch and isinstance(figures.get("test_accuracy"), (int, float))):
+            return figures
+        return None
+
+    @property
+    def eval_split(self) -> str:
+        """Which split ``eval_accuracy`` is measured on: "test" or "val"."""
+        if self.test_figures is not None:
+            return "test"
+        split = self.metrics[-1].get("eval_split") if self.metrics else None
+        return split if split in ("test", "val") else "test"
+
+    @property
     def eval_accuracy(self) -> float | None:
-        """This checkpoint's eval accuracy: its last metrics entry's, else the recorded best."""
-        value = self.metrics[-1].get("eval_accuracy") if self.metrics else None
+        """The accuracy this checkpoint reports: test.json's when it belongs to this checkpoint,
+        else its last metrics entry's (the test split without a validation split, else the
+        validation split), else the recorded best."""
+        figures = self.test_figures
+        value = figures["test_accuracy"] if figures else (self.metrics[-1].get("eval_accuracy") if self.metrics else None)
         if value is None:
             value = self.payload.get("best_eval_accuracy")
         return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
     def caption(self) -> str:
-        """'best.pt, epoch 3, eval accuracy 98.9%, dataset mnist' (what is known of it)."""
+        """'best.pt, epoch 3, test accuracy 98.9%, dataset mnist' (or val accuracy) (what is known of it)."""
         parts = [self.checkpoint.name]
         if self.epoch is not None:
             parts.append(f"epoch {self.epoch}")
         if self.eval_accuracy is not None:
-            parts.append(f"eval accuracy {100 * self.eval_accuracy:.2f}%")
+            parts.append(f"{self.eval_split} accuracy {100 * self.eval_accuracy:.2f}%")
         if self.dataset_name:
             parts.append(f"dataset {self.dataset_name}")
         return ", ".join(parts)
