@@ -413,10 +413,12 @@ def test_sigkill_during_saves_never_leaves_a_corrupt_checkpoint(tmp_path: Path) 
 
 
 @pytest.mark.slow
-def test_ddp_with_two_cpu_processes(spec_file: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra", [[], ["--val-split", "0.1", "--augment", "{type: random_crop, size: 28, padding: 2}",
+                                     "--augment", "random_erasing"]], ids=["plain", "val-split-and-augment"])
+def test_ddp_with_two_cpu_processes(spec_file: Path, tmp_path: Path, extra: list[str]) -> None:
     out = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "cnnspec", "train", str(spec_file), "--out", str(out), "--epochs", "1", "--device", "cpu"]
+               "-m", "cnnspec", "train", str(spec_file), "--out", str(out), "--epochs", "1", "--device", "cpu", *extra]
     done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr
     # Only rank 0 prints ...
@@ -424,12 +426,20 @@ def test_ddp_with_two_cpu_processes(spec_file: Path, tmp_path: Path) -> None:
     assert done.stdout.count("x 2 processes") == 1
     assert done.stdout.count("epoch 1/1: train loss") == 1
     # ... and writes.
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt", "metrics.jsonl", "spec.yaml", "tensorboard"]
+    files = ["best.pt", "last.pt", "metrics.jsonl", "spec.yaml", "tensorboard"] + (["test.json"] if extra else [])
+    assert sorted(p.name for p in out.iterdir()) == sorted(files)
     (record,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert record["world_size"] == 2
-    assert record["train_images"] == 4000  # two shards of 2,000, not two copies of 4,000
-    assert record["eval_images"] == 1000   # the full test split, each image once
-    assert record["eval_accuracy"] > 0.5
+    if not extra:
+        assert record["train_images"] == 4000  # two shards of 2,000, not two copies of 4,000
+        assert (record["eval_split"], record["eval_images"]) == ("test", 1000)  # the full test split, each image once
+    else:  # both ranks hold out the same 400 images: 2 x 1,800 trained, each held-out image evaluated once
+        assert record["train_images"] == 3600
+        assert (record["eval_split"], record["eval_images"]) == ("val", 400)
+        test = json.loads((out / "test.json").read_text())
+        assert (test["epoch"], test["test_images"]) == (1, 1000) and test["test_accuracy"] > 0.3
+        assert "augment random_crop, random_erasing" in done.stdout
+    assert record["eval_accuracy"] > (0.3 if extra else 0.5)
     assert load_checkpoint(out / "last.pt")["world_size"] == 2
 
 
