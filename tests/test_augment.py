@@ -154,6 +154,12 @@ def test_color_jitter_with_a_fixed_factor_equals_torchvision(photos: torch.Tenso
     assert (out.int() - reference.int()).abs().max() <= 1  # torchvision truncates; we round
 
 
+@pytest.mark.parametrize("factor", [-0.5, -0.35, 0.05, 0.45])
+def test_hue_rotation_equals_torchvision_all_round_the_colour_circle(photos: torch.Tensor, factor: float) -> None:
+    out = ColorJitter(hue=[factor, factor]).apply(photos, _generator())
+    assert (out.int() - TF.adjust_hue(photos, factor).int()).abs().max() <= 1
+
+
 def test_color_jitter_draws_a_factor_per_image(digits: torch.Tensor) -> None:
     ones = torch.full((32, 1, 4, 4), 100, dtype=torch.uint8)
     out = ColorJitter(brightness=0.5).apply(ones, _generator())

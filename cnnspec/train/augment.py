@@ -461,15 +461,46 @@ class ColorJitter(Augmentation):
         return values if values.shape[1] != 3 else self._blend(values, self._grey(values), factor)
 
     def _hue(self, values: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-        from torchvision.transforms.v2.functional._color import _hsv_to_rgb, _rgb_to_hsv
-
+        """Rotate each image's hue by its factor (a fraction of the colour circle), in HSV."""
         if values.shape[1] != 3:
             return values
-        hue, saturation, value = _rgb_to_hsv(values / 255.0).unbind(1)
-        hue = (hue + factor.view(-1, 1, 1)).remainder(1.0)
-        import torch
+        hue, saturation, value = _rgb_to_hsv(values / 255.0)
+        return _hsv_to_rgb((hue + factor.view(-1, 1, 1)).remainder(1.0), saturation, value) * 255.0
 
-        return _hsv_to_rgb(torch.stack((hue, saturation, value), dim=1)) * 255.0
+
+def _rgb_to_hsv(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """[N, 3, H, W] RGB in [0, 1] -> hue in [0, 1), saturation, value (each [N, H, W]); the
+    hexcone model (Smith 1978): value = max, saturation = (max - min) / max, hue from the sector
+    of the largest channel. Grey pixels (max = min) get hue 0 and saturation 0."""
+    import torch
+
+    red, green, blue = rgb.unbind(1)
+    value, _ = rgb.max(dim=1)
+    chroma = value - rgb.min(dim=1).values
+    saturation = torch.where(value > 0, chroma / value.clamp_min(1e-12), torch.zeros_like(value))
+    safe = chroma.clamp_min(1e-12)
+    hue = torch.where(value == red, ((green - blue) / safe).remainder(6.0),
+                      torch.where(value == green, (blue - red) / safe + 2.0, (red - green) / safe + 4.0))
+    hue = torch.where(chroma > 0, hue / 6.0, torch.zeros_like(hue))
+    return hue, saturation, value
+
+
+def _hsv_to_rgb(hue: torch.Tensor, saturation: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """The inverse of ``_rgb_to_hsv``: [N, 3, H, W] RGB in [0, 1]."""
+    import torch
+
+    sector = hue * 6.0
+    index = sector.floor()
+    within = sector - index
+    index = index.long().remainder(6)
+    low = value * (1.0 - saturation)
+    falling = value * (1.0 - saturation * within)
+    rising = value * (1.0 - saturation * (1.0 - within))
+    # (red, green, blue) for each of the six sectors of the hexcone, as candidates to pick from
+    candidates = torch.stack((value, falling, low, rising), dim=1)  # [N, 4, H, W]
+    pick = torch.tensor([[0, 3, 2], [1, 0, 2], [2, 0, 3], [2, 1, 0], [3, 2, 0], [0, 2, 1]], device=hue.device)
+    order = pick[index].permute(0, 3, 1, 2)  # [N, 3, H, W]: which candidate each channel takes
+    return candidates.gather(1, order)
 
 
 class RandomErasing(Augmentation):
