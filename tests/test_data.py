@@ -243,3 +243,50 @@ def test_imagefolder_follows_the_order_of_the_spec_labels_and_refuses_labels_tha
         "  expected: the 2 folder names in any order (output i is the folder named labels[i]): cat, dog\n"
         "  received: labels without a folder: kitten; folders without a label: cat\n"
         "  hint: rename the folders or the labels to match, or remove labels: to use the folder names in sorted order")
+
+
+def test_built_in_datasets_follow_the_order_of_the_spec_labels_and_refuse_other_names(tmp_path: Path) -> None:
+    """Labels on a built-in dataset are never silently replaced: a permutation of its class names
+    orders the outputs (targets renumbered), other names are a located error."""
+    text = RGB_SPEC.replace("channels: 3, height: 32, width: 32", "channels: 1, height: 28, width: 28")
+    reverse = [str(d) for d in range(9, -1, -1)]
+    spec = load_spec(_spec(tmp_path, text.replace("layers:", f"labels: {reverse}\nlayers:".replace("'", '"'))))
+    info = dataset_for_spec("mnist_sample", spec)
+    assert info.labels == reverse
+    _, native = load_split("mnist_sample", None, train=True)
+    images, labels = load_split("mnist_sample", None, train=True, classes=info.labels)
+    assert torch.equal(labels, 9 - native)  # digit d is output 9 - d, named "d"
+    assert [info.labels[k] for k in labels[:5].tolist()] == [str(d) for d in native[:5].tolist()]
+    assert dataset_for_spec("mnist", load_spec(_spec(tmp_path, text))).labels == [str(d) for d in range(10)]
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    wrong = _spec(tmp_path, text.replace("layers:", f"labels: [{', '.join(words[:9])}, '9']\nlayers:"))
+    with pytest.raises(SpecError) as caught:
+        dataset_for_spec("mnist", load_spec(wrong))
+    assert caught.value.render() == (
+        f"{wrong}:3:9: error: the spec's labels do not name dataset 'mnist'\n"
+        f"    3 | labels: [{', '.join(words[:9])}, '9']\n"
+        "      |         ^\n"
+        "  expected: the 10 class names in any order (output i is the class named labels[i]): "
+        "0, 1, 2, 3, 4, 5, 6, 7, 8, 9\n"
+        f"  received: labels without a class: {', '.join(words[:9])}; classes without a label: "
+        "0, 1, 2, 3, 4, 5, 6, 7, 8\n"
+        "  hint: use the dataset's class names, in any order, or remove labels: to use them as they are")
+
+
+def test_a_run_trained_with_reordered_labels_keeps_them_through_export_samples(tmp_path: Path) -> None:
+    from cnnspec.export.samples import load_samples
+    from cnnspec.train.loop import train
+    from cnnspec.train.run import load_run
+    import io
+
+    reverse = [str(d) for d in range(9, -1, -1)]
+    text = (RGB_SPEC.replace("channels: 3, height: 32, width: 32", "channels: 1, height: 28, width: 28")
+            .replace("layers:", "labels: " + str(reverse).replace("'", '"') + "\nlayers:"))
+    spec = _spec(tmp_path, text)
+    result = train(spec, tmp_path / "run", reporter_out=io.StringIO(), dataset="mnist_sample", epochs=1)
+    assert result.best_eval_accuracy > 0.5  # learnt with the renumbered targets
+    run = load_run(tmp_path / "run" / "best.pt")
+    assert run.labels == reverse
+    samples = load_samples(run, None, count=10, calibration=0)
+    _, native = load_split("mnist_sample", None, train=False)
+    assert (samples.test_labels == (9 - native).numpy()).all()  # export checks accuracy against the same numbering

@@ -35,11 +35,12 @@ def load_samples(run: TrainedRun, data_dir: str | Path | None, count: int, calib
     data_dir = data_dir or run.data_dir
     shape = tuple(int(v) for v in run.spec.input.shape)
     mean, std = list(run.mean), list(run.std)
-    images, labels = load_split(name, data_dir, train=False, input_shape=shape)
+    classes = run.dataset.get("labels") or None  # the class order the run trained with (spec labels first)
+    images, labels = load_split(name, data_dir, train=False, input_shape=shape, classes=classes)
     test = normalize_pixels(images.numpy(), mean, std)
     calib = None
     if calibration > 0:
-        train_images, _ = load_split(name, data_dir, train=True, input_shape=shape)
+        train_images, _ = load_split(name, data_dir, train=True, input_shape=shape, classes=classes)
         step = max(1, len(train_images) // calibration)  # spread over classes (files are grouped by class)
         calib = normalize_pixels(train_images[::step][:calibration].numpy(), mean, std)
     spread = max(1, len(test) // max(count, 1))

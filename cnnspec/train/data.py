@@ -109,42 +109,49 @@ def dataset_info(name: str) -> DatasetInfo:
 
 
 def dataset_for_spec(name: str, spec: Spec, data_dir: str | Path | None = None) -> DatasetInfo:
-    """The dataset as it will be fed to ``spec``'s model. For ``imagefolder``: the spec's input
-    shape, mean/std 0.5 per channel, and its classes: the folders under ``data_dir/train``, in the
-    order of the spec's ``labels`` when it has them (output i is the folder named labels[i]), else
-    sorted. Labels that do not name exactly those folders are an error, never silently replaced."""
+    """The dataset as it will be fed to ``spec``'s model. Its classes are in the order of the
+    spec's ``labels`` when it has them (output i is the class named labels[i]; ``load_split(...,
+    classes=info.labels)`` numbers the targets so), else in the dataset's own order. Labels that
+    do not name exactly the dataset's classes are a located error, never silently replaced.
+    For ``imagefolder``: the spec's input shape, mean/std 0.5 per channel, and the folders under
+    ``data_dir/train`` as its classes (sorted without labels)."""
     info = dataset_info(name)
     if name != "imagefolder":
-        return info
+        if spec.labels is None or len(spec.labels) != len(info.labels):
+            return info  # a count mismatch is check_spec_matches' error, with the output size's
+        return replace(info, labels=_classes_in_label_order(spec, list(info.labels), f"dataset '{name}'", "class"))
     channels, height, width = spec.input.shape
     if channels not in (1, 3):
         raise _input_mismatch(spec, info, "channels", "1 (grey) or 3 (RGB) channels for imagefolder images")
     split_dir = _imagefolder_split_dir(Path(data_dir or "data"), train=True)
     classes = _folder_classes(split_dir)
     if spec.labels is not None:
-        classes = _classes_in_label_order(spec, classes, split_dir)
+        classes = _classes_in_label_order(spec, classes, f"the class folders of {split_dir}", "folder")
     return replace(info, channels=channels, height=height, width=width,
                    mean=(0.5,) * channels, std=(0.5,) * channels, labels=classes)
 
 
-def _classes_in_label_order(spec: Spec, folders: list[str], split_dir: Path) -> list[str]:
+def _classes_in_label_order(spec: Spec, classes: list[str], what: str, noun: str) -> list[str]:
+    """The spec's labels when they name exactly ``classes`` (in any order), else a located error."""
     labels = [str(label) for label in spec.labels or []]
-    if sorted(labels) == folders:
+    if sorted(labels) == sorted(classes) and len(set(labels)) == len(labels):
         return labels
-    no_label = [f for f in folders if f not in labels]
-    no_folder = [label for label in labels if label not in folders]
+    no_label = [c for c in classes if c not in labels]
+    no_class = [label for label in labels if label not in classes]
     twice = sorted({label for label in labels if labels.count(label) > 1})
     received = "; ".join(part for part in (
-        f"labels without a folder: {', '.join(no_folder)}" if no_folder else "",
-        f"folders without a label: {', '.join(no_label)}" if no_label else "",
+        f"labels without a {noun}: {', '.join(no_class)}" if no_class else "",
+        f"{noun}{'es' if noun.endswith('s') else 's'} without a label: {', '.join(no_label)}" if no_label else "",
         f"labels given twice: {', '.join(twice)}" if twice else "") if part)
+    fix = ("rename the folders or the labels to match, or remove labels: to use the folder names in sorted order"
+           if noun == "folder" else "use the dataset's class names, in any order, or remove labels: to use them as they are")
     raise SpecError([Diagnostic(
-        f"the spec's labels do not name the class folders of {split_dir}",
+        f"the spec's labels do not name {what}",
         spec.document.locate(("labels",)),
-        expected=f"the {len(folders)} folder names in any order (output i is the folder named labels[i]): "
-                 f"{', '.join(folders[:10])}{', ...' if len(folders) > 10 else ''}",
+        expected=f"the {len(classes)} {noun} names in any order (output i is the {noun} named labels[i]): "
+                 f"{', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''}",
         received=received,
-        hint="rename the folders or the labels to match, or remove labels: to use the folder names in sorted order",
+        hint=fix,
     )], spec.text)
 
 
@@ -228,17 +235,24 @@ def load_split(name: str, data_dir: str | Path | None, train: bool, download: bo
                classes: Sequence[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The training (``train=True``) or test split of a dataset: uint8 images [N, C, H, W] and
     int64 labels [N]. ``input_shape`` (C, H, W) is required for ``imagefolder``; ``workers`` decode
-    its images in parallel; ``classes`` is its class order (``dataset_for_spec(...).labels``;
-    default: the train/ folders, sorted)."""
-    dataset_info(name)
+    its images in parallel; ``classes`` is the class order the labels count in
+    (``dataset_for_spec(...).labels``; default: the dataset's own order, for imagefolder the
+    train/ folders sorted)."""
+    info = dataset_info(name)
     data_dir = Path(data_dir) if data_dir is not None else Path("data")
-    if name == "mnist_sample":
-        return _load_mnist_sample(train)
     if name == "imagefolder":
         if input_shape is None:
             raise DatasetError("imagefolder needs the spec's input shape to resize its images")
         return _load_imagefolder(data_dir, train, input_shape, workers, classes)
-    return _load_torchvision(name, data_dir, train, download)
+    images, labels = _load_mnist_sample(train) if name == "mnist_sample" else _load_torchvision(name, data_dir, train, download)
+    if classes is not None and list(classes) != list(info.labels):
+        import torch
+
+        if sorted(classes) != sorted(info.labels):
+            raise DatasetError(f"classes {list(classes)} are not the classes of {name}: {list(info.labels)}")
+        renumber = torch.tensor([list(classes).index(c) for c in info.labels], dtype=torch.int64)
+        labels = renumber[labels]  # the dataset's class k is output classes.index(name of k)
+    return images, labels
 
 
 # --- built-in sample ---------------------------------------------------------------------------
