@@ -15,7 +15,8 @@ so the wire format is Triton's exactly.
   order) and answers with ``raw_output_contents``, as Triton does.
 - ModelStreamInfer handles the requests of a stream concurrently (they batch together) and
   answers each in a ``ModelStreamInferResponse``; a failed request gets ``error_message`` and
-  the stream stays open.
+  the stream stays open. A stream with nothing in flight and no complete request for
+  ``stream_idle_timeout_s`` ends with DEADLINE_EXCEEDED.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ STATUS_CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAU
                 404: grpc.StatusCode.NOT_FOUND, 408: grpc.StatusCode.DEADLINE_EXCEEDED,
                 413: grpc.StatusCode.RESOURCE_EXHAUSTED, 415: grpc.StatusCode.UNIMPLEMENTED,
                 503: grpc.StatusCode.UNAVAILABLE}
+
+IDLE = object()
+"""What ModelStreamInfer's reader hands its writer when the stream has been idle too long."""
 
 # V2 datatype -> the InferTensorContents field that carries it (FP16 and BF16 only travel raw).
 CONTENTS_FIELDS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents",
@@ -273,10 +277,31 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
                 response = service_pb2.ModelStreamInferResponse(error_message="internal server error (see the server log)")
             await responses.put(response)
 
+        idle_limit = self.settings.stream_idle_timeout_s or None
+
         async def read() -> None:
+            """Start a task per request; give up on a stream idle for ``stream_idle_timeout_s``
+            (nothing in flight, no complete message: grpc only hands over whole messages, so a
+            client stopped inside one looks the same)."""
+            loop = asyncio.get_running_loop()
+            requests = request_iterator.__aiter__()
             try:
-                async for request in request_iterator:
-                    task = asyncio.get_running_loop().create_task(one(request))
+                while True:
+                    arriving = loop.create_task(requests.__anext__())
+                    while True:
+                        done, _ = await asyncio.wait({arriving}, timeout=idle_limit)
+                        if done:
+                            break
+                        if tasks:  # answering requests is not idling: keep waiting
+                            continue
+                        arriving.cancel()
+                        await responses.put(IDLE)
+                        return
+                    try:
+                        request = arriving.result()
+                    except StopAsyncIteration:
+                        break
+                    task = loop.create_task(one(request))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                 if tasks:
@@ -287,6 +312,10 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         reader = asyncio.get_running_loop().create_task(read())
         try:
             while (response := await responses.get()) is not None:
+                if response is IDLE:
+                    await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                        f"no complete request on this stream for {idle_limit:g} s "
+                                        "(stream_idle_timeout_s); open a new stream to continue")
                 yield response
         finally:
             reader.cancel()

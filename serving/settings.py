@@ -54,6 +54,10 @@ class ServeSettings(BaseSettings):
         30.0, ge=0, description="Close a connection whose request body has not fully arrived this many seconds "
                                 "after its headers (408; a total, not an idle time; 0 = no limit).")
     keep_alive_timeout_s: float = Field(5.0, gt=0, description="Close a keep-alive connection idle this long.")
+    stream_idle_timeout_s: float = Field(
+        60.0, ge=0, description="End a gRPC ModelStreamInfer stream with DEADLINE_EXCEEDED when no complete request "
+                                "has arrived for this long and none is being answered (a stalled or forgotten "
+                                "stream, also one stopped inside a message; 0 = no limit).")
     drain_timeout_s: float = Field(30.0, ge=0, description="On shutdown, wait this long for in-flight requests.")
     compress_min_bytes: int = Field(
         64 * 1024, ge=0, description="gzip/deflate a response only when the client accepts it and it is this big.")

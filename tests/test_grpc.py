@@ -30,13 +30,15 @@ from server_helpers import Server, assert_statistics_invariants, running_server
 MODEL = "simple_cnn"
 BODY_LIMIT = 1024 * 1024
 HANDSHAKE_TIMEOUT_S = 2.0
+STREAM_IDLE_S = 2.0
 
 
 @pytest.fixture(scope="module")
 def server(exported_repository: Path, tmp_path_factory: pytest.TempPathFactory):
     repo = tmp_path_factory.mktemp("grpc") / "model_repository"
     shutil.copytree(exported_repository, repo)
-    env = {"CNNSPEC_SERVE_MAX_BODY_BYTES": str(BODY_LIMIT), "CNNSPEC_SERVE_HEADER_TIMEOUT_S": str(HANDSHAKE_TIMEOUT_S)}
+    env = {"CNNSPEC_SERVE_MAX_BODY_BYTES": str(BODY_LIMIT), "CNNSPEC_SERVE_HEADER_TIMEOUT_S": str(HANDSHAKE_TIMEOUT_S),
+           "CNNSPEC_SERVE_STREAM_IDLE_TIMEOUT_S": str(STREAM_IDLE_S)}
     with running_server(repo, env, grpc=True) as running:
         yield running
 
@@ -225,6 +227,54 @@ def test_aio_streaming(server: Server, reference) -> None:
     for result, _ in received:
         images = batches[int(result.get_response().id)]
         assert np.array_equal(result.as_numpy("logits"), expected(reference, images))
+
+
+def test_a_stream_idle_for_stream_idle_timeout_s_ends_with_deadline_exceeded(client: triton.InferenceServerClient,
+                                                                             server: Server) -> None:
+    """One request answered, then silence: the stream ends after stream_idle_timeout_s with
+    DEADLINE_EXCEEDED (the official client reports it to its callback), never silently held."""
+    answers: queue.Queue = queue.Queue()
+    client.start_stream(callback=lambda result, error: answers.put((result, error, time.monotonic())))
+    try:
+        client.async_stream_infer(MODEL, [infer_input(digits(1))], request_id="only")
+        result, error, answered = answers.get(timeout=30)
+        assert error is None and result.get_response().id == "only"
+        _, error, ended = answers.get(timeout=30)
+    finally:
+        client.stop_stream()
+    assert error is not None and error.status() == "StatusCode.DEADLINE_EXCEEDED"
+    assert f"no complete request on this stream for {STREAM_IDLE_S:g} s (stream_idle_timeout_s)" in error.message()
+    assert STREAM_IDLE_S - 0.2 <= ended - answered <= STREAM_IDLE_S + 8
+
+
+def test_a_stream_that_keeps_sending_or_waits_for_answers_is_not_idle(server: Server) -> None:
+    """Requests 0.8 s apart for 4 s (twice the idle limit in all) keep a stream open; the limit is
+    idle time, not the stream's age. A stream that never sends a message ends after the limit."""
+    async def steady() -> list:
+        async with triton_aio.InferenceServerClient(server.grpc_url) as aio:
+            async def requests():
+                for index in range(5):
+                    yield {"model_name": MODEL, "inputs": [infer_input(digits(1), triton_aio)], "request_id": str(index)}
+                    await asyncio.sleep(0.8)
+            return [(result, error) async for result, error in aio.stream_infer(requests())]
+
+    received = asyncio.run(steady())
+    assert [error for _, error in received] == [None] * 5
+
+    async def silent() -> tuple[grpc.StatusCode, float]:
+        async with grpc.aio.insecure_channel(server.grpc_url) as channel:
+            stream = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer")
+            call = stream()  # opened, and never a message
+            started = time.monotonic()
+            try:
+                async for _ in call:
+                    pass
+            except grpc.aio.AioRpcError as error:
+                return error.code(), time.monotonic() - started
+            return grpc.StatusCode.OK, time.monotonic() - started
+
+    code, waited = asyncio.run(silent())
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED and STREAM_IDLE_S - 0.2 <= waited <= STREAM_IDLE_S + 8
 
 
 # --- errors: status codes and the HTTP API's messages ----------------------------------------------
