@@ -119,20 +119,26 @@ def dataset_for_spec(name: str, spec: Spec, data_dir: str | Path | None = None) 
     if name != "imagefolder":
         if spec.labels is None or len(spec.labels) != len(info.labels):
             return info  # a count mismatch is check_spec_matches' error, with the output size's
-        return replace(info, labels=_classes_in_label_order(spec, list(info.labels), f"dataset '{name}'", "class"))
+        return replace(info, labels=_classes_in_label_order(
+            spec, list(info.labels), f"dataset '{name}'", ("class", "classes"),
+            "use the dataset's class names, in any order, or remove labels: to use them as they are"))
     channels, height, width = spec.input.shape
     if channels not in (1, 3):
         raise _input_mismatch(spec, info, "channels", "1 (grey) or 3 (RGB) channels for imagefolder images")
     split_dir = _imagefolder_split_dir(Path(data_dir or "data"), train=True)
     classes = _folder_classes(split_dir)
     if spec.labels is not None:
-        classes = _classes_in_label_order(spec, classes, f"the class folders of {split_dir}", "folder")
+        classes = _classes_in_label_order(
+            spec, classes, f"the class folders of {split_dir}", ("folder", "folders"),
+            "rename the folders or the labels to match, or remove labels: to use the folder names in sorted order")
     return replace(info, channels=channels, height=height, width=width,
                    mean=(0.5,) * channels, std=(0.5,) * channels, labels=classes)
 
 
-def _classes_in_label_order(spec: Spec, classes: list[str], what: str, noun: str) -> list[str]:
-    """The spec's labels when they name exactly ``classes`` (in any order), else a located error."""
+def _classes_in_label_order(spec: Spec, classes: list[str], what: str, nouns: tuple[str, str], hint: str) -> list[str]:
+    """The spec's labels when they name exactly ``classes`` (in any order), else a located error
+    about ``what``; ``nouns`` (singular, plural) is what a class is there."""
+    noun, plural = nouns
     labels = [str(label) for label in spec.labels or []]
     if sorted(labels) == sorted(classes) and len(set(labels)) == len(labels):
         return labels
@@ -141,17 +147,15 @@ def _classes_in_label_order(spec: Spec, classes: list[str], what: str, noun: str
     twice = sorted({label for label in labels if labels.count(label) > 1})
     received = "; ".join(part for part in (
         f"labels without a {noun}: {', '.join(no_class)}" if no_class else "",
-        f"{noun}{'es' if noun.endswith('s') else 's'} without a label: {', '.join(no_label)}" if no_label else "",
+        f"{plural} without a label: {', '.join(no_label)}" if no_label else "",
         f"labels given twice: {', '.join(twice)}" if twice else "") if part)
-    fix = ("rename the folders or the labels to match, or remove labels: to use the folder names in sorted order"
-           if noun == "folder" else "use the dataset's class names, in any order, or remove labels: to use them as they are")
     raise SpecError([Diagnostic(
         f"the spec's labels do not name {what}",
         spec.document.locate(("labels",)),
         expected=f"the {len(classes)} {noun} names in any order (output i is the {noun} named labels[i]): "
                  f"{', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''}",
         received=received,
-        hint=fix,
+        hint=hint,
     )], spec.text)
 
 

@@ -10,6 +10,7 @@ run: the spec, the eval-mode model, the labels, the dataset and its normalisatio
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -105,7 +106,7 @@ class TrainedRun:
         epoch = self.payload.get("epoch")
         return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
 
-    @property
+    @functools.cached_property
     def test_figures(self) -> dict[str, Any] | None:
         """The run's test.json when it was computed on this very checkpoint (a run with a
         validation split evaluates best.pt on the test split once, at the end), else None."""
