@@ -10,7 +10,10 @@ so the wire format is Triton's exactly.
   401 -> UNAUTHENTICATED, 404 -> NOT_FOUND, 413 -> RESOURCE_EXHAUSTED, 415 -> UNIMPLEMENTED,
   503 -> UNAVAILABLE, anything else -> INTERNAL.
 - Auth: ``authorization: Bearer <token>`` metadata on every call but ServerLive/ServerReady.
-- A received message may be at most ``max_body_bytes`` (grpc answers RESOURCE_EXHAUSTED).
+- A received message may be at most ``max_body_bytes`` (grpc answers RESOURCE_EXHAUSTED), and a
+  unary call's message must have fully arrived ``body_timeout_s`` after the call began, or the
+  call ends with DEADLINE_EXCEEDED: a client stalled before or inside its message holds nothing
+  for longer (grpc itself waits for the message as long as the client's own deadline allows).
 - ModelInfer accepts typed ``contents`` or ``raw_input_contents`` (one entry per input, in
   order) and answers with ``raw_output_contents``, as Triton does.
 - ModelStreamInfer handles the requests of a stream concurrently (they batch together) and
@@ -75,8 +78,13 @@ class Malformed:
         self.message = message
 
 
-def tolerant_handlers(servicer: "InferenceServicer") -> dict[str, grpc.RpcMethodHandler]:
-    """The generated method handlers of Triton's service, with deserializers that never raise."""
+def tolerant_handlers(servicer: "InferenceServicer",
+                      message_timeout_s: float = 0.0) -> dict[str, grpc.RpcMethodHandler]:
+    """The generated method handlers of Triton's service, with deserializers that never raise.
+
+    With ``message_timeout_s`` > 0 a unary method becomes stream-unary on the server's side (the
+    wire format is the same: one message, then the client's half-close), so that the handler runs
+    when the call begins and reads the message itself, with that limit."""
     class Capture:
         def add_generic_rpc_handlers(self, handlers: Any) -> None:
             pass
@@ -89,10 +97,28 @@ def tolerant_handlers(servicer: "InferenceServicer") -> dict[str, grpc.RpcMethod
     result = {}
     for method, handler in capture.handlers.items():
         replaced = {"request_deserializer": _tolerant(handler.request_deserializer, method)}
-        if handler.unary_unary is not None:
+        if handler.unary_unary is not None and message_timeout_s > 0:
+            replaced.update(unary_unary=None, request_streaming=True,
+                            stream_unary=_read_within(_refuse_malformed(handler.unary_unary), message_timeout_s))
+        elif handler.unary_unary is not None:
             replaced["unary_unary"] = _refuse_malformed(handler.unary_unary)
         result[method] = handler._replace(**replaced)
     return result
+
+
+def _read_within(behaviour: Callable, seconds: float) -> Callable:
+    async def handle(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            async with asyncio.timeout(seconds):
+                request = await context.read()
+        except TimeoutError:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                f"the request message did not fully arrive within {seconds:g} s of the call's "
+                                f"start (body_timeout_s)")
+        if request is grpc.aio.EOF:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the call ended before its request message")
+        return await behaviour(request, context)
+    return handle
 
 
 def _tolerant(deserialize: Callable[[bytes], Any], method: str) -> Callable[[bytes], Any]:
@@ -468,7 +494,7 @@ async def start_grpc_server(app: "ServingApp") -> tuple[grpc.aio.Server, int]:
         # a connection must finish its HTTP/2 handshake within header_timeout_s (grpc's default: 120 s)
         ("grpc.server_handshake_timeout_ms", int(settings.header_timeout_s * 1000) or 120_000),
     ])
-    handlers = tolerant_handlers(InferenceServicer(app))
+    handlers = tolerant_handlers(InferenceServicer(app), settings.body_timeout_s)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     server.add_registered_method_handlers(SERVICE, handlers)
     address = f"[{settings.host}]:{settings.grpc_port}" if ":" in settings.host else f"{settings.host}:{settings.grpc_port}"

@@ -52,7 +52,8 @@ class ServeSettings(BaseSettings):
                                 "after its first byte (408; 0 = no limit).")
     body_timeout_s: float = Field(
         30.0, ge=0, description="Close a connection whose request body has not fully arrived this many seconds "
-                                "after its headers (408; a total, not an idle time; 0 = no limit).")
+                                "after its headers (408; a total, not an idle time; 0 = no limit). A unary "
+                                "gRPC call whose message is not in by then ends with DEADLINE_EXCEEDED.")
     keep_alive_timeout_s: float = Field(5.0, gt=0, description="Close a keep-alive connection idle this long.")
     stream_idle_timeout_s: float = Field(
         60.0, ge=0, description="End a gRPC ModelStreamInfer stream with DEADLINE_EXCEEDED when no complete request "

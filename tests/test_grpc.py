@@ -31,6 +31,7 @@ MODEL = "simple_cnn"
 BODY_LIMIT = 1024 * 1024
 HANDSHAKE_TIMEOUT_S = 2.0
 STREAM_IDLE_S = 2.0
+BODY_TIMEOUT_S = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def server(exported_repository: Path, tmp_path_factory: pytest.TempPathFactory):
     repo = tmp_path_factory.mktemp("grpc") / "model_repository"
     shutil.copytree(exported_repository, repo)
     env = {"CNNSPEC_SERVE_MAX_BODY_BYTES": str(BODY_LIMIT), "CNNSPEC_SERVE_HEADER_TIMEOUT_S": str(HANDSHAKE_TIMEOUT_S),
-           "CNNSPEC_SERVE_STREAM_IDLE_TIMEOUT_S": str(STREAM_IDLE_S)}
+           "CNNSPEC_SERVE_STREAM_IDLE_TIMEOUT_S": str(STREAM_IDLE_S), "CNNSPEC_SERVE_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)}
     with running_server(repo, env, grpc=True) as running:
         yield running
 
@@ -275,6 +276,32 @@ def test_a_stream_that_keeps_sending_or_waits_for_answers_is_not_idle(server: Se
 
     code, waited = asyncio.run(silent())
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED and STREAM_IDLE_S - 0.2 <= waited <= STREAM_IDLE_S + 8
+
+
+@pytest.mark.parametrize("method", ["ModelInfer", "ModelMetadata", "ServerLive"])
+def test_a_unary_call_whose_message_does_not_arrive_ends_after_body_timeout_s(server: Server, method: str) -> None:
+    """A call that sent its headers and then nothing (on the wire, a unary call stalled before or
+    inside its message) ends with DEADLINE_EXCEEDED after body_timeout_s, though the client set no
+    deadline; one that half-closes without a message is refused at once."""
+    async def call(finish: bool) -> tuple[grpc.StatusCode, str, float]:
+        async with grpc.aio.insecure_channel(server.grpc_url) as channel:
+            pending = channel.stream_unary(f"/inference.GRPCInferenceService/{method}")()
+            started = time.monotonic()
+            if finish:
+                await pending.done_writing()
+            try:
+                await pending
+            except grpc.aio.AioRpcError as error:
+                return error.code(), error.details(), time.monotonic() - started
+            return grpc.StatusCode.OK, "", time.monotonic() - started
+
+    code, details, waited = asyncio.run(call(finish=False))
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED, details
+    assert f"did not fully arrive within {BODY_TIMEOUT_S:g} s of the call's start (body_timeout_s)" in details
+    assert BODY_TIMEOUT_S - 0.2 <= waited <= BODY_TIMEOUT_S + 8
+    code, details, waited = asyncio.run(call(finish=True))
+    assert (code, details) == (grpc.StatusCode.INVALID_ARGUMENT, "the call ended before its request message")
+    assert waited < BODY_TIMEOUT_S
 
 
 # --- errors: status codes and the HTTP API's messages ----------------------------------------------
