@@ -17,9 +17,11 @@ variant runs in its own process with the same number of CPU threads (``--threads
 core this process may use); ``--rounds N`` runs them all N times, interleaved, and reports medians
 (the load of a shared machine moves single runs by 15% and more).
 
-``cnnspec train`` preloads tcmalloc when the system has it (cnnspec/train/allocator.py). Then two
-more rows show what is the allocator's: the chapter's loop on tcmalloc too (LD_PRELOAD), and
-cnnspec on the system allocator (``CNNSPEC_ALLOCATOR=system``).
+``cnnspec train`` preloads tcmalloc when the system has it, else tunes glibc's malloc to keep what
+it frees (cnnspec/train/allocator.py). More rows show what is the allocator's: the chapter's loop
+on tcmalloc too (LD_PRELOAD) when it is installed, cnnspec on tuned glibc
+(``CNNSPEC_ALLOCATOR=glibc``: what a machine without tcmalloc gets) and on glibc as it comes
+(``CNNSPEC_ALLOCATOR=system``).
 
 Then it measures what each augmentation of ``AUGMENTATIONS`` (one typical configuration each)
 costs, in one process: the real training step without and with it, and the transform alone on
@@ -128,7 +130,7 @@ def find_tcmalloc() -> str | None:
 
 def environment(threads: int, allocator: str) -> dict[str, str]:
     """Both sides get the same threads; ``allocator`` is "system" or "tcmalloc" (preloaded)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "CNNSPEC_ALLOCATOR")}
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "CNNSPEC_ALLOCATOR", "GLIBC_TUNABLES")}
     env["OMP_NUM_THREADS"] = str(threads)
     if allocator == "tcmalloc":
         env["LD_PRELOAD"] = find_tcmalloc() or ""
@@ -149,7 +151,7 @@ def chapter_process(args: argparse.Namespace, allocator: str) -> tuple[float, fl
 def cnnspec_run(data_dir: Path, epochs: int, batch_size: int, seed: int, threads: int,
                 precision: str, augment: list[str] = (), allocator: str = "auto") -> tuple[float, float, Path]:
     """``cnnspec train`` in its own process: (training images/s over all epochs, last eval accuracy).
-    ``allocator``: cnnspec's own choice ("auto": tcmalloc when installed) or "system"."""
+    ``allocator``: a ``CNNSPEC_ALLOCATOR`` value ("auto": tcmalloc when installed, else tuned glibc)."""
     assert RUNS is not None, "main() sets RUNS"
     out = Path(tempfile.mkdtemp(prefix="train_speed_", dir=RUNS)) / "run"
     command = [sys.executable, "-m", "cnnspec", "train", str(REPO / "specs" / "simple_cnn.yaml"),
@@ -212,12 +214,16 @@ def measure(args: argparse.Namespace) -> None:
         # cnnspec preloads tcmalloc; the chapter's loop on it too shows what is the allocator's.
         variants.append(("chapter loop + tcmalloc", lambda: chapter_process(args, "tcmalloc")))
     for precision in args.precision:
-        allocator = " (tcmalloc)" if tcmalloc else ""
+        allocator = " (tcmalloc)" if tcmalloc else " (glibc tuned)"
         variants.append((f"cnnspec --precision {precision}{allocator}", lambda p=precision: cnnspec_run(
             args.data_dir, args.epochs, args.batch_size, args.seed, args.threads, p)[:2]))
-        if tcmalloc and precision == args.precision[0]:
-            variants.append((f"cnnspec --precision {precision} (system)", lambda p=precision: cnnspec_run(
-                args.data_dir, args.epochs, args.batch_size, args.seed, args.threads, p, allocator="system")[:2]))
+        if precision != args.precision[0]:
+            continue
+        for chosen, label in (("glibc", "glibc tuned"), ("system", "system")):
+            if chosen == "glibc" and not tcmalloc:
+                continue  # the row above is already tuned glibc
+            variants.append((f"cnnspec --precision {precision} ({label})", lambda p=precision, a=chosen: cnnspec_run(
+                args.data_dir, args.epochs, args.batch_size, args.seed, args.threads, p, allocator=a)[:2]))
     speeds: dict[str, list[float]] = {name: [] for name, _ in variants}
     accuracies: dict[str, float] = {}
     for round_ in range(args.rounds):

@@ -103,9 +103,9 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         if argv is None and sys.argv[1:2] == ["train"]:  # a real process, not a test calling main([...])
-            from .train.allocator import reexec_with_tcmalloc
+            from .train.allocator import reexec_for_allocator
 
-            reexec_with_tcmalloc()
+            reexec_for_allocator()
         with warnings.catch_warnings():
             _show_spec_warnings()
             code = cli.main(args=argv, prog_name="cnnspec", standalone_mode=False)

@@ -802,15 +802,54 @@ def test_the_allocator_is_preloaded_once_only_on_linux_and_never_when_refused() 
     assert preload_command(argv, {"LD_PRELOAD": "/opt/libjemalloc.so.2"}, find=found, platform="linux") is None
     assert preload_command(argv, {"CNNSPEC_ALLOCATOR": "system"}, find=found, platform="linux") is None
     assert preload_command(argv, {}, find=found, platform="darwin") is None
-    assert preload_command(argv, {}, find=lambda: None, platform="linux") is None
     with pytest.raises(UsageError, match="finds no libtcmalloc"):
         preload_command(argv, {"CNNSPEC_ALLOCATOR": "tcmalloc"}, find=lambda: None, platform="linux")
-    with pytest.raises(UsageError, match="'jemalloc' is not one of auto, tcmalloc, system"):
+    with pytest.raises(UsageError, match="'jemalloc' is not one of auto, tcmalloc, glibc, system"):
         preload_command(argv, {"CNNSPEC_ALLOCATOR": "jemalloc"}, find=found, platform="linux")
 
 
-def test_train_runs_on_tcmalloc_when_the_system_has_it_and_says_so(spec_file: Path, tmp_path: Path) -> None:
-    from cnnspec.train.allocator import find_tcmalloc
+def test_without_tcmalloc_glibc_is_tuned_once_and_a_users_malloc_tunables_win() -> None:
+    from cnnspec.train.allocator import GLIBC_KEEP, preload_command
+
+    argv = ["/venv/bin/python", "-m", "cnnspec", "train", "spec.yaml"]
+    keep = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296"
+    assert GLIBC_KEEP == keep
+    none, found = (lambda: None), (lambda: "libtcmalloc_minimal.so.4")  # noqa: E731
+    command, environment = preload_command(argv, {"PATH": "/bin"}, find=none, platform="linux", glibc=lambda: True)
+    assert command == [sys.executable, "-m", "cnnspec", "train", "spec.yaml"]
+    assert environment == {"PATH": "/bin", "GLIBC_TUNABLES": keep}
+    assert preload_command(argv, environment, find=none, platform="linux", glibc=lambda: True) is None  # once
+    # `glibc` asks for it even where tcmalloc is installed; other tunables are kept in front.
+    _, environment = preload_command(argv, {"CNNSPEC_ALLOCATOR": "glibc", "GLIBC_TUNABLES": "glibc.rtld.nns=2"},
+                                     find=found, platform="linux", glibc=lambda: True)
+    assert environment["GLIBC_TUNABLES"] == f"glibc.rtld.nns=2:{keep}" and "LD_PRELOAD" not in environment
+    users = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=1"}
+    assert preload_command(argv, users, find=none, platform="linux", glibc=lambda: True) is None
+    assert preload_command(argv, {}, find=none, platform="linux", glibc=lambda: False) is None  # musl
+    assert preload_command(argv, {"CNNSPEC_ALLOCATOR": "system"}, find=none, platform="linux",
+                           glibc=lambda: True) is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="GLIBC_TUNABLES is read by glibc's loader")
+def test_the_glibc_tunables_take_effect_a_16_mib_block_comes_from_the_heap() -> None:
+    """glibc marks a chunk it got from mmap with bit 1 of the size word before the pointer. As
+    glibc comes, a first 16 MiB malloc is mmapped (its threshold starts at 128 KiB); with
+    GLIBC_KEEP it comes from the heap, so a step's buffers stay mapped when freed."""
+    from cnnspec.train.allocator import GLIBC_KEEP, is_glibc
+
+    if not is_glibc():
+        pytest.skip("not a glibc system")
+    probe = ("import ctypes; libc = ctypes.CDLL(None); libc.malloc.restype = ctypes.c_void_p; "
+             "p = libc.malloc(16 << 20); print(ctypes.c_size_t.from_address(p - 8).value & 2)")
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "LD_PRELOAD")}
+    plain = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    tuned = subprocess.run([sys.executable, "-c", probe], env={**env, "GLIBC_TUNABLES": GLIBC_KEEP},
+                           capture_output=True, text=True, check=True)
+    assert (plain.stdout.strip(), tuned.stdout.strip()) == ("2", "0")
+
+
+def test_train_runs_on_tcmalloc_when_the_system_has_it_else_tuned_glibc_and_says_so(spec_file: Path, tmp_path: Path) -> None:
+    from cnnspec.train.allocator import find_tcmalloc, is_glibc
 
     done = subprocess.run(_cnnspec("train", str(spec_file), "--out", str(tmp_path / "run"), "--epochs", "1"),
                           env={k: v for k, v in _env().items() if k not in ("LD_PRELOAD", "CNNSPEC_ALLOCATOR")},
@@ -818,12 +857,19 @@ def test_train_runs_on_tcmalloc_when_the_system_has_it_and_says_so(spec_file: Pa
     assert done.returncode == 0, done.stderr
     banner = done.stdout.splitlines()[0]
     # The banner reads /proc/self/maps: it names what is really mapped into the training process.
-    expected = "tcmalloc" if find_tcmalloc() and sys.platform.startswith("linux") else "system malloc"
+    linux = sys.platform.startswith("linux")
+    expected = "tcmalloc" if find_tcmalloc() and linux else "glibc malloc, tuned" if linux and is_glibc() else (
+        "system malloc")
     assert f"cpu (1 thread, {expected})" in banner, banner
+    tuned = subprocess.run(_cnnspec("train", str(spec_file), "--out", str(tmp_path / "run3"), "--epochs", "1"),
+                           env={**_env(), "CNNSPEC_ALLOCATOR": "glibc"}, capture_output=True, text=True, timeout=240)
+    assert tuned.returncode == 0, tuned.stderr
+    expected = "glibc malloc, tuned" if linux and is_glibc() else "system malloc"
+    assert f"cpu (1 thread, {expected})" in tuned.stdout.splitlines()[0]
     refused = subprocess.run(_cnnspec("train", str(spec_file), "--out", str(tmp_path / "run2")),
                              env={**_env(), "CNNSPEC_ALLOCATOR": "bogus"}, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
-    assert "error: CNNSPEC_ALLOCATOR='bogus' is not one of auto, tcmalloc, system" in refused.stderr
+    assert "error: CNNSPEC_ALLOCATOR='bogus' is not one of auto, tcmalloc, glibc, system" in refused.stderr
     assert not (tmp_path / "run2").exists()
 
 
