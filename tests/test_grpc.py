@@ -304,6 +304,49 @@ def test_a_unary_call_whose_message_does_not_arrive_ends_after_body_timeout_s(se
     assert waited < BODY_TIMEOUT_S
 
 
+def _frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def _literal(name: str, value: str) -> bytes:
+    """An HPACK header field, literal and never indexed, without Huffman coding (RFC 7541, 6.2.3)."""
+    name_bytes, value_bytes = name.encode(), value.encode()
+    return b"\x10" + bytes([len(name_bytes)]) + name_bytes + bytes([len(value_bytes)]) + value_bytes
+
+
+def test_a_unary_call_stopped_inside_its_message_is_ended_after_body_timeout_s(server: Server) -> None:
+    """Raw HTTP/2, as no gRPC client can send it: ModelInfer's headers, then a DATA frame whose gRPC
+    prefix announces a 1,000-byte message of which 5 bytes follow, then nothing. The server ends the
+    stream (trailers with END_STREAM, or RST_STREAM) after body_timeout_s, with the connection
+    still open; grpc alone would wait for the rest as long as the connection lives."""
+    import socket
+
+    headers = b"".join(_literal(name, value) for name, value in (
+        (":method", "POST"), (":scheme", "http"), (":path", "/inference.GRPCInferenceService/ModelInfer"),
+        (":authority", server.grpc_url), ("content-type", "application/grpc"), ("te", "trailers")))
+    partial = b"\x00" + (1000).to_bytes(4, "big") + b"\x0a\x03abc"
+    with socket.create_connection(("127.0.0.1", server.grpc_port), timeout=BODY_TIMEOUT_S + 10) as connection:
+        connection.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _frame(4, 0, 0)
+                           + _frame(1, 0x4, 1, headers) + _frame(0, 0, 1, partial))
+        started, buffer, ended = time.monotonic(), b"", None
+        while ended is None:
+            chunk = connection.recv(65536)
+            assert chunk, "the server closed the connection instead of ending the stream"
+            buffer += chunk
+            while len(buffer) >= 9 and len(buffer) >= 9 + int.from_bytes(buffer[:3], "big"):
+                length, kind, flags = int.from_bytes(buffer[:3], "big"), buffer[3], buffer[4]
+                stream, payload = int.from_bytes(buffer[5:9], "big") & 0x7FFFFFFF, buffer[9:9 + length]
+                buffer = buffer[9 + length:]
+                if kind == 4 and not flags & 0x1:  # the server's SETTINGS: acknowledge them
+                    connection.sendall(_frame(4, 0x1, 0))
+                elif kind == 6 and not flags & 0x1:  # PING: answer it
+                    connection.sendall(_frame(6, 0x1, 0, payload))
+                assert kind != 7, f"GOAWAY instead of ending the stream: {payload!r}"
+                if stream == 1 and (kind == 3 or (kind == 1 and flags & 0x1)):
+                    ended = time.monotonic() - started
+    assert BODY_TIMEOUT_S - 0.2 <= ended <= BODY_TIMEOUT_S + 8
+
+
 # --- errors: status codes and the HTTP API's messages ----------------------------------------------
 
 def http_error(server: Server, path: str, body: dict) -> str:
