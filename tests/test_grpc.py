@@ -314,18 +314,21 @@ def _literal(name: str, value: str) -> bytes:
     return b"\x10" + bytes([len(name_bytes)]) + name_bytes + bytes([len(value_bytes)]) + value_bytes
 
 
-def test_a_unary_call_stopped_inside_its_message_is_ended_after_body_timeout_s(server: Server) -> None:
-    """Raw HTTP/2, as no gRPC client can send it: ModelInfer's headers, then a DATA frame whose gRPC
+@pytest.mark.parametrize(("method", "limit"), [("ModelInfer", BODY_TIMEOUT_S), ("ModelStreamInfer", STREAM_IDLE_S)])
+def test_a_call_stopped_inside_its_message_is_ended_after_its_time_limit(server: Server, method: str,
+                                                                          limit: float) -> None:
+    """Raw HTTP/2, as no gRPC client can send it: the method's headers, then a DATA frame whose gRPC
     prefix announces a 1,000-byte message of which 5 bytes follow, then nothing. The server ends the
-    stream (trailers with END_STREAM, or RST_STREAM) after body_timeout_s, with the connection
-    still open; grpc alone would wait for the rest as long as the connection lives."""
+    stream (trailers with END_STREAM, or RST_STREAM) after body_timeout_s (unary) or
+    stream_idle_timeout_s (streaming), with the connection still open; grpc alone would wait for
+    the rest as long as the connection lives."""
     import socket
 
     headers = b"".join(_literal(name, value) for name, value in (
-        (":method", "POST"), (":scheme", "http"), (":path", "/inference.GRPCInferenceService/ModelInfer"),
+        (":method", "POST"), (":scheme", "http"), (":path", f"/inference.GRPCInferenceService/{method}"),
         (":authority", server.grpc_url), ("content-type", "application/grpc"), ("te", "trailers")))
     partial = b"\x00" + (1000).to_bytes(4, "big") + b"\x0a\x03abc"
-    with socket.create_connection(("127.0.0.1", server.grpc_port), timeout=BODY_TIMEOUT_S + 10) as connection:
+    with socket.create_connection(("127.0.0.1", server.grpc_port), timeout=limit + 10) as connection:
         connection.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _frame(4, 0, 0)
                            + _frame(1, 0x4, 1, headers) + _frame(0, 0, 1, partial))
         started, buffer, ended = time.monotonic(), b"", None
@@ -344,7 +347,7 @@ def test_a_unary_call_stopped_inside_its_message_is_ended_after_body_timeout_s(s
                 assert kind != 7, f"GOAWAY instead of ending the stream: {payload!r}"
                 if stream == 1 and (kind == 3 or (kind == 1 and flags & 0x1)):
                     ended = time.monotonic() - started
-    assert BODY_TIMEOUT_S - 0.2 <= ended <= BODY_TIMEOUT_S + 8
+    assert limit - 0.2 <= ended <= limit + 8
 
 
 # --- errors: status codes and the HTTP API's messages ----------------------------------------------
