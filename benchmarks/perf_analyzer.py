@@ -144,7 +144,8 @@ def levels(flags: list[str]) -> list[int]:
     return list(range(int(start), int(end or start) + 1, int(step or 1)))
 
 
-def sweep(command: list[str], model: str, urls: dict[str, str], out: Path, window_ms: int, stability: int) -> int:
+def sweep(command: list[str], model: str, urls: dict[str, str], out: Path, window_ms: int, stability: int,
+          trials: int) -> int:
     """Every case; returns the number of perf_analyzer runs that did not exit 0 or left out a
     concurrency (perf_analyzer ends a sweep early, with status 0, when a level never stabilises)."""
     failures = 0
@@ -153,7 +154,7 @@ def sweep(command: list[str], model: str, urls: dict[str, str], out: Path, windo
         report = out / f"{index}_{protocol}.csv"
         full = [*command, "-m", model, "-u", urls[protocol], "-i", protocol, "--input-data", "zero",
                 "--measurement-interval", str(window_ms), "--stability-percentage", str(stability),
-                "-f", str(report), *flags]
+                "--max-trials", str(trials), "-f", str(report), *flags]
         print(f"\n== {label}", file=sys.stderr, flush=True)
         done = subprocess.run(full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         (out / f"{index}_{protocol}.log").write_text(done.stdout)
@@ -192,6 +193,9 @@ def main() -> int:
     parser.add_argument("--stability", type=int, default=20,
                         help="perf_analyzer's --stability-percentage (its default, 10, rarely holds when the load "
                              "generator shares two cores with the server)")
+    parser.add_argument("--max-trials", type=int, default=20,
+                        help="perf_analyzer's --max-trials: windows it may measure before a level counts as "
+                             "unstable (its default, 10, once ran out at concurrency 1 here)")
     parser.add_argument("--out", type=Path, help="folder for the CSV files and logs (default: a new temporary one)")
     args = parser.parse_args()
     command = perf_analyzer_command(args.cache)
@@ -207,7 +211,7 @@ def main() -> int:
         if not args.grpc_url:
             raise SystemExit("--url needs --grpc-url too (the sweep covers both protocols)")
         return 1 if sweep(command, args.model, {"http": args.url, "grpc": args.grpc_url}, out, args.window_ms,
-                           args.stability) else 0
+                           args.stability, args.max_trials) else 0
     with tempfile.TemporaryDirectory(prefix="perf_analyzer_repo_") as tmp:
         repo, model = (args.repo, args.model) if args.repo else build_repository(Path(tmp), REPO_ROOT / "specs" / "simple_cnn.yaml")
         port, grpc_port = free_port(), free_port()
@@ -215,7 +219,7 @@ def main() -> int:
                   "--port", str(port), "--grpc-port", str(grpc_port), "--shared-memory", "system"]
         with server_process(server, port, out / "service.log"):
             failures = sweep(command, model, {"http": f"127.0.0.1:{port}", "grpc": f"127.0.0.1:{grpc_port}"},
-                             out, args.window_ms, args.stability)
+                             out, args.window_ms, args.stability, args.max_trials)
     print(f"{len(CASES) - failures} of {len(CASES)} perf_analyzer runs exited 0", file=sys.stderr)
     return 1 if failures else 0
 
