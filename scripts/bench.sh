@@ -3,9 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for script in benchmarks/*.py; do
-  # plain_endpoint.py and kserve_endpoint.py are the baseline servers serve_load.py starts, not benchmarks.
+  # plain_endpoint.py, kserve_endpoint.py and grpc_floor.py are the servers serve_load.py starts, not benchmarks.
   [ "$script" = benchmarks/plain_endpoint.py ] && continue
   [ "$script" = benchmarks/kserve_endpoint.py ] && continue
+  [ "$script" = benchmarks/grpc_floor.py ] && continue
   echo "== $script"
   python "$script"
 done
