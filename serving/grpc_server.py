@@ -97,11 +97,13 @@ def tolerant_handlers(servicer: "InferenceServicer",
     result = {}
     for method, handler in capture.handlers.items():
         replaced = {"request_deserializer": _tolerant(handler.request_deserializer, method)}
-        if handler.unary_unary is not None and message_timeout_s > 0:
-            replaced.update(unary_unary=None, request_streaming=True,
-                            stream_unary=_read_within(_refuse_malformed(handler.unary_unary), message_timeout_s))
-        elif handler.unary_unary is not None:
-            replaced["unary_unary"] = _refuse_malformed(handler.unary_unary)
+        if handler.unary_unary is not None:
+            behaviour = _refuse_malformed(handler.unary_unary)
+            if message_timeout_s > 0:
+                replaced.update(unary_unary=None, request_streaming=True,
+                                stream_unary=_read_within(behaviour, message_timeout_s))
+            else:
+                replaced["unary_unary"] = behaviour
         result[method] = handler._replace(**replaced)
     return result
 
